@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates/reuses .venv, then runs the main job on the embedded default data (digits)
+#   make test   creates/reuses .venv (and installs Chromium for the browser test), then runs the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast venv system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's Chromium drives the JupyterLab end-to-end test (never `playwright install`).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install -y chromium' (the browser test is skipped without it)"; fi; }
+
+demo: $(STAMP)
+	$(PY) -m colam_core train --dataset digits --model small_cnn --method colam --epochs 12 --stages 4 --T 1.5 --out runs/demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m colam_core.bench
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,262 @@
+"""Validated run configuration.
+
+`Config` holds every option of a run. `Config.validate()` (called by the
+trainer, the CLI and every notebook before any data is loaded) raises a
+`ConfigError` naming the option, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+METHODS = ("hl", "ls", "cp", "dl", "colam", "ols", "cskd", "lr", "fixed")
+SCHEDULES = ("multistep", "cosine", "constant")
+AUGMENTS = ("auto", "crop_flip", "crop", "flip", "none")
+AVERAGES = ("logits", "probs")
+UPDATES = ("eval", "online")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+PRESETS = ("paper",)
+
+# Default number of stages per method: COLAM updates its labels at stage ends,
+# Label Refinery trains two generations, every other method is one stage.
+DEFAULT_STAGES = {"colam": 4, "lr": 2}
+
+
+class ConfigError(ValueError):
+    """A bad option value: names the option, the value and what is allowed."""
+
+    def __init__(self, option: str, value: Any, allowed: str):
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(f"{option}: invalid value {value!r}; allowed: {allowed}")
+
+
+@dataclass
+class Config:
+    """Every option of a run. Defaults are the embedded quick demo (digits)."""
+
+    # data
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    train_limit: int | None = None   # class-stratified subset of the training set (quick runs)
+    test_limit: int | None = None
+    image_size: int | None = None    # imagefolder only (default 224)
+    num_workers: int = 2             # imagefolder only
+    augment: str = "auto"
+    # model
+    model: str = "small_cnn"
+    # method
+    method: str = "colam"
+    epochs: int = 12
+    stages: int | None = None        # None: the method's default (colam 4, lr 2, others 1)
+    T: float = 1.5                   # COLAM temperature (paper Sec. 5.3: 1 to 2)
+    peer_samples: int | str = "all"  # "all" or k random peers per class (paper Fig. 4a)
+    average: str = "logits"          # average logits (Eq. 6) or probabilities
+    update: str = "eval"             # eval pass at stage end (faithful) or online accumulation
+    hard_weight: float = 0.0         # extension, not in the paper: mix one-hot into the soft label
+    ls_eps: float = 0.1              # label smoothing (Szegedy et al. 2016)
+    cp_beta: float = 0.1             # confidence penalty (Pereyra et al. 2017)
+    dl_alpha: float = 0.1            # DisturbLabel noise rate (Xie et al. 2016)
+    ols_alpha: float = 0.5           # OLS: weight of hard CE (Zhang et al. 2021)
+    cskd_T: float = 4.0              # CS-KD temperature (Yun et al. 2020)
+    cskd_lambda: float = 1.0         # CS-KD weight
+    fixed_targets: str | None = None  # method=fixed: "RUN_DIR:stage_K" or an .npz/.npy file (C x C)
+    # optimisation
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the epochs of one training (multistep)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    # system
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"                # auto: bf16 on CUDA with bf16 support, fp16 + scaler on other CUDA, off on CPU/MPS
+    channels_last: bool | None = None  # None: on for conv models on CUDA, off on CPU
+    compile: bool = False
+    eval_batch_size: int = 512
+    checkpoint_every_epoch: bool = True
+    name: str | None = None
+    preset: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return self.stages if self.stages is not None else DEFAULT_STAGES.get(self.method, 1)
+
+    @property
+    def generations(self) -> int:
+        """Full trainings this run costs (Label Refinery: 2)."""
+        return 2 if self.method == "lr" else 1
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs * self.generations
+
+    @property
+    def stage_epochs(self) -> int:
+        """Epochs per stage (t in the paper); Label Refinery: one generation."""
+        return self.epochs if self.method == "lr" else self.epochs // self.num_stages
+
+    # ------------------------------------------------------------------
+    def validate(self) -> "Config":
+        """Check every option; raise ConfigError on the first bad one. Cheap: loads nothing."""
+        from . import data as _data
+        from . import models as _models
+
+        def choice(opt, allowed):
+            v = getattr(self, opt)
+            if v not in allowed:
+                raise ConfigError(opt, v, ", ".join(map(str, allowed)))
+
+        def integer(opt, lo, optional=False):
+            v = getattr(self, opt)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(opt, v, f"an integer >= {lo}" + (" or None" if optional else ""))
+
+        def number(opt, lo=None, hi=None, lo_open=False, hi_open=False):
+            v = getattr(self, opt)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if ok and lo is not None:
+                ok = v > lo if lo_open else v >= lo
+            if ok and hi is not None:
+                ok = v < hi if hi_open else v <= hi
+            if not ok:
+                lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+                hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+                raise ConfigError(opt, v, "a finite number " + " and ".join(s for s in (lo_s, hi_s) if s))
+
+        def boolean(opt):
+            if not isinstance(getattr(self, opt), bool):
+                raise ConfigError(opt, getattr(self, opt), "true or false")
+
+        choice("dataset", _data.DATASETS)
+        choice("model", _models.available_models())
+        choice("method", METHODS)
+        choice("schedule", SCHEDULES)
+        choice("augment", AUGMENTS)
+        choice("average", AVERAGES)
+        choice("update", UPDATES)
+        choice("device", DEVICES)
+        choice("amp", AMP_MODES)
+        choice("optimizer", ("sgd",))
+        if self.preset is not None:
+            choice("preset", PRESETS)
+        boolean("download")
+        boolean("nesterov")
+        boolean("compile")
+        boolean("checkpoint_every_epoch")
+        if self.channels_last is not None:
+            boolean("channels_last")
+        integer("epochs", 1)
+        integer("stages", 1, optional=True)
+        integer("batch_size", 2 if self.method == "cskd" else 1)
+        integer("eval_batch_size", 1)
+        integer("seed", 0)
+        integer("warmup_epochs", 0)
+        integer("num_workers", 0)
+        integer("train_limit", 2, optional=True)
+        integer("test_limit", 1, optional=True)
+        integer("image_size", 8, optional=True)
+        number("T", 0, lo_open=True)
+        number("lr", 0, lo_open=True)
+        number("momentum", 0, 1, hi_open=True)
+        number("weight_decay", 0)
+        number("gamma", 0, 1, lo_open=True)
+        number("hard_weight", 0, 1)
+        number("ls_eps", 0, 1)
+        number("cp_beta", 0)
+        number("dl_alpha", 0, 1)
+        number("ols_alpha", 0, 1)
+        number("cskd_T", 0, lo_open=True)
+        number("cskd_lambda", 0)
+        ps = self.peer_samples
+        if not (ps == "all" or (isinstance(ps, int) and not isinstance(ps, bool) and ps >= 1)):
+            raise ConfigError("peer_samples", ps, "'all' or an integer >= 1 (k random peers per class)")
+        m = self.num_stages
+        if self.method == "lr" and m != 2:
+            raise ConfigError("stages", self.stages, "2 for method lr (Label Refinery trains two generations)")
+        if self.method != "lr" and self.epochs % m != 0:
+            raise ConfigError("epochs", self.epochs,
+                              f"a multiple of stages={m} (m stages of t epochs: epochs = m * t)")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError("warmup_epochs", self.warmup_epochs, f"fewer than epochs={self.epochs}")
+        ms = self.milestones
+        if (not isinstance(ms, (list, tuple)) or not all(isinstance(v, (int, float)) and 0 < v < 1 for v in ms)
+                or list(ms) != sorted(ms)):
+            raise ConfigError("milestones", ms, "increasing fractions of the training, each in (0, 1), e.g. 0.5,0.75")
+        if self.method == "fixed" and not self.fixed_targets:
+            raise ConfigError("fixed_targets", self.fixed_targets,
+                              "'RUN_DIR:stage_K' or a path to an .npy/.npz C x C matrix (required by method fixed)")
+        if self.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise ConfigError("device", "cuda", "auto, cpu" + (", mps" if _mps_available() else "")
+                                  + " (no CUDA device is available)")
+        if self.device == "mps" and not _mps_available():
+            raise ConfigError("device", "mps", "auto, cpu (no MPS device is available)")
+        _data.check_dataset_args(self.dataset, self.data_root, self.download)
+        return self
+
+    # ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(unknown[0], d[unknown[0]], "known options: " + ", ".join(sorted(names)))
+        d = dict(d)
+        if "milestones" in d and isinstance(d["milestones"], list):
+            d["milestones"] = tuple(d["milestones"])
+        cfg = cls(**d)
+        if cfg.preset:
+            cfg = cfg.apply_preset(cfg.preset, keep=set(d))
+        return cfg
+
+    def apply_preset(self, preset: str, keep: set[str] = frozenset()) -> "Config":
+        """Return a copy with the preset's values, except options named in `keep`."""
+        if preset not in PRESETS:
+            raise ConfigError("preset", preset, ", ".join(PRESETS))
+        values = paper_recipe(self.model)
+        values = {k: v for k, v in values.items() if k not in keep}
+        return dataclasses.replace(self, preset=preset, **values)
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+    def fingerprint(self) -> dict:
+        """The options that define what a run computes (a resumed run must match them)."""
+        d = self.to_dict()
+        for k in ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
+                  "download", "extra"):
+            d.pop(k, None)
+        return json.loads(json.dumps(d))
+
+
+def paper_recipe(model: str = "preact_resnet34") -> dict:
+    """The paper's CIFAR training recipe (Li et al. 2022, Sec. 5): SGD momentum 0.9, weight decay 1e-4,
+    lr 0.1, batch 64, 160 epochs (240 for DenseNet), multistep decay at 50% and 75%, crop+flip."""
+    return dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=64,
+                epochs=240 if model.startswith("densenet") else 160, schedule="multistep",
+                milestones=(0.5, 0.75), gamma=0.1, augment="crop_flip")
+
+
+def _mps_available() -> bool:
+    import torch
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()

@@ -1,0 +1,442 @@
+"""Target strategies: COLAM and the baselines the paper compares with, behind one interface.
+
+Every method turns a batch of logits and hard labels into a loss. Stateful
+methods (COLAM, OLS, LR) keep their state small and on the training device:
+COLAM and OLS hold C x C class-wise soft labels (never N x C); Label
+Refinery is the exception by construction (per-sample targets of the first
+generation) and its run records that it cost two trainings.
+
+| name   | method | default and its source |
+|--------|--------|------------------------|
+| hl     | hard labels, cross-entropy | - |
+| ls     | label smoothing | eps = 0.1 (Szegedy et al. 2016) |
+| cp     | confidence penalty, CE - beta * H(p) | beta = 0.1 (Pereyra et al. 2017) |
+| dl     | DisturbLabel | alpha = 0.1 (Xie et al. 2016, CIFAR setting) |
+| colam  | COLAM | T = 1.5 (paper Sec. 5.3 recommends 1-2), 4 stages, all peers, logits averaged |
+| ols    | online label smoothing | hard CE weight 0.5, init from LS 0.1 (Zhang et al. 2021) |
+| cskd   | class-wise self-knowledge distillation | T = 4, lambda = 1 (Yun et al. 2020) |
+| lr     | Label Refinery | 2 generations (Bagherinezhad et al. 2018) |
+| fixed  | frozen C x C soft labels (for the paper's Fig. 1b) | - |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, ConfigError
+
+SEED_MIX = 1_000_003
+
+
+@dataclass
+class StepContext:
+    """Where training is: handed to every method hook."""
+    stage: int
+    epoch: int
+    batch: int
+    seed: int
+    num_stages: int
+    last_epoch_of_stage: bool
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed((((self.seed * SEED_MIX + self.epoch) * SEED_MIX + self.batch) * 7 + salt) % (2**63))
+        return g
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of -sum_j q_j log softmax(z / T)_j (the paper's Eq. 4)."""
+    return -(target * F.log_softmax(logits.float() / T, dim=1)).sum(1).mean()
+
+
+def class_statistics(values: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """Per-class sums (C x C, float64) and counts (C,) of the rows of `values`."""
+    sums = torch.zeros(num_classes, values.shape[1], dtype=torch.float64, device=values.device)
+    sums.index_add_(0, labels, values.double())
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return sums, counts
+
+
+def _all_reduce(*tensors):
+    """Sum tensors over DDP ranks (no-op without torch.distributed)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+class Method:
+    """Base class: hard-label cross-entropy."""
+
+    name = "hl"
+    #: temperature the logits are divided by in the loss (predicted probabilities use it too)
+    output_temperature = 1.0
+    #: Label Refinery: the model and optimiser restart after each stage
+    restart_after_stage = False
+
+    def __init__(self, cfg: Config, num_classes: int, train_labels: torch.Tensor, device):
+        self.cfg = cfg
+        self.C = num_classes
+        self.train_labels = train_labels.to(device)
+        self.device = torch.device(device)
+
+    # hooks --------------------------------------------------------------
+    def batch_sampler(self):
+        return None
+
+    def on_epoch_start(self, ctx: StepContext) -> None:
+        pass
+
+    def loss(self, logits, y, idx, ctx: StepContext):
+        """Return (loss, logits used for accuracy, their labels)."""
+        return F.cross_entropy(logits.float(), y), logits, y
+
+    def on_epoch_end(self, ctx: StepContext) -> None:
+        pass
+
+    def stage_end(self, infer: Callable, data, ctx: StepContext) -> np.ndarray | None:
+        """Called at the end of every stage with the stage's model. Returns new C x C soft labels or None."""
+        return None
+
+    @property
+    def soft_labels(self) -> np.ndarray | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def one_hot(self, y):
+        return F.one_hot(y, self.C).float()
+
+
+class HardLabels(Method):
+    name = "hl"
+
+
+class LabelSmoothing(Method):
+    """Targets (1 - eps) one-hot + eps / C (Szegedy et al. 2016)."""
+    name = "ls"
+
+    def loss(self, logits, y, idx, ctx):
+        q = self.one_hot(y) * (1 - self.cfg.ls_eps) + self.cfg.ls_eps / self.C
+        return soft_cross_entropy(logits, q), logits, y
+
+
+class ConfidencePenalty(Method):
+    """CE - beta * H(softmax(z)) (Pereyra et al. 2017)."""
+    name = "cp"
+
+    def loss(self, logits, y, idx, ctx):
+        logp = F.log_softmax(logits.float(), 1)
+        entropy = -(logp.exp() * logp).sum(1).mean()
+        return F.nll_loss(logp, y) - self.cfg.cp_beta * entropy, logits, y
+
+
+class DisturbLabel(Method):
+    """Each label is replaced, with probability alpha, by a class drawn uniformly (Xie et al. 2016)."""
+    name = "dl"
+
+    def loss(self, logits, y, idx, ctx):
+        g = ctx.generator(salt=11)
+        flip = torch.rand(len(y), generator=g) < self.cfg.dl_alpha
+        rand = torch.randint(0, self.C, (len(y),), generator=g)
+        y_noisy = torch.where(flip.to(y.device), rand.to(y.device), y)
+        return F.cross_entropy(logits.float(), y_noisy), logits, y
+
+
+class FixedSoftLabels(Method):
+    """Train on a frozen C x C soft-label matrix (the paper's Fig. 1b 'expected accuracy')."""
+    name = "fixed"
+
+    def __init__(self, cfg, num_classes, train_labels, device):
+        super().__init__(cfg, num_classes, train_labels, device)
+        self.output_temperature = cfg.T
+        m = load_soft_label_matrix(cfg.fixed_targets)
+        if m.shape != (num_classes, num_classes):
+            raise ConfigError("fixed_targets", cfg.fixed_targets,
+                              f"a {num_classes} x {num_classes} matrix for this dataset (got {m.shape})")
+        self.matrix = torch.as_tensor(m, dtype=torch.float32, device=self.device)
+
+    def loss(self, logits, y, idx, ctx):
+        return soft_cross_entropy(logits, self.matrix[y], self.cfg.T), logits, y
+
+    @property
+    def soft_labels(self):
+        return self.matrix.cpu().numpy()
+
+
+class COLAM(Method):
+    """Co-learning of the network and class-wise soft labels (Li et al. 2022, Alg. 1).
+
+    Stage 1 trains on hard labels; at the end of stage s < m the soft label of
+    class c becomes softmax(mean_{x in peers(c)} f(x) / T) (Eq. 6: the mean is
+    the argmin of the summed squared distances), and stage s + 1 trains every
+    sample of class c on it with loss CE(q_c, softmax(f(x) / T)) (Eq. 4).
+    """
+    name = "colam"
+
+    def __init__(self, cfg, num_classes, train_labels, device):
+        super().__init__(cfg, num_classes, train_labels, device)
+        self.output_temperature = cfg.T
+        self.T = cfg.T
+        self.soft = None            # C x C tensor on device, None while training on hard labels
+        self._sums = None           # online accumulation
+        self._counts = None
+        self._peer_mask = None
+
+    def targets(self, y):
+        if self.soft is None:
+            return self.one_hot(y)
+        q = self.soft[y]
+        w = self.cfg.hard_weight
+        return q if w == 0 else (1 - w) * q + w * self.one_hot(y)
+
+    def peer_indices(self, stage: int) -> torch.Tensor | None:
+        """k random training samples of each class (seeded by stage), or None for all."""
+        k = self.cfg.peer_samples
+        if k == "all":
+            return None
+        g = torch.Generator()
+        g.manual_seed(self.cfg.seed * SEED_MIX + 7919 * stage)
+        labels = self.train_labels.cpu()
+        chosen = []
+        for c in range(self.C):
+            members = torch.nonzero(labels == c).flatten()
+            chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
+        return torch.sort(torch.cat(chosen)).values
+
+    def _values(self, logits):
+        z = logits.float()
+        return z if self.cfg.average == "logits" else F.softmax(z / self.T, 1)
+
+    def _finish(self, sums, counts) -> np.ndarray:
+        _all_reduce(sums, counts)
+        mean = sums / counts.clamp_min(1)[:, None]
+        soft = F.softmax(mean / self.T, 1) if self.cfg.average == "logits" else mean
+        soft = soft / soft.sum(1, keepdim=True)
+        # a class without peers (only possible with tiny subsets) keeps its previous / hard label
+        empty = counts == 0
+        if empty.any():
+            prev = self.soft.double() if self.soft is not None else torch.eye(self.C, dtype=torch.float64,
+                                                                              device=soft.device)
+            soft[empty] = prev[empty]
+        self.soft = soft.float().to(self.device)
+        return self.soft.cpu().numpy()
+
+    def on_epoch_start(self, ctx):
+        if self.cfg.update == "online" and ctx.last_epoch_of_stage and ctx.stage < ctx.num_stages:
+            self._sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
+            self._counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
+            peers = self.peer_indices(ctx.stage)
+            if peers is not None:
+                self._peer_mask = torch.zeros(len(self.train_labels), dtype=torch.bool, device=self.device)
+                self._peer_mask[peers.to(self.device)] = True
+            else:
+                self._peer_mask = None
+        else:
+            self._sums = self._counts = None
+
+    def loss(self, logits, y, idx, ctx):
+        if self._sums is not None:
+            with torch.no_grad():
+                vals, ys = logits.detach(), y
+                if self._peer_mask is not None:
+                    keep = self._peer_mask[idx]
+                    vals, ys = vals[keep], y[keep]
+                s, c = class_statistics(self._values(vals), ys, self.C)
+                self._sums += s
+                self._counts += c
+        return soft_cross_entropy(logits, self.targets(y), self.T), logits, y
+
+    def stage_end(self, infer, data, ctx):
+        if ctx.stage >= ctx.num_stages:
+            return None  # no update after the last stage: COLAM costs what vanilla training costs
+        if self.cfg.update == "online":
+            sums, counts = self._sums, self._counts
+            self._sums = self._counts = None
+            return self._finish(sums, counts)
+        sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
+        counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
+        for x, y, _ in data.eval_batches("train", self.cfg.eval_batch_size, indices=self.peer_indices(ctx.stage)):
+            s, c = class_statistics(self._values(infer(x)), y.to(self.device), self.C)
+            sums += s
+            counts += c
+        return self._finish(sums, counts)
+
+    @property
+    def soft_labels(self):
+        return None if self.soft is None else self.soft.cpu().numpy()
+
+    def state_dict(self):
+        st = {"soft": None if self.soft is None else self.soft.cpu()}
+        if self._sums is not None:
+            st["sums"], st["counts"] = self._sums.cpu(), self._counts.cpu()
+        return st
+
+    def load_state_dict(self, state):
+        self.soft = None if state.get("soft") is None else state["soft"].to(self.device)
+        if "sums" in state:
+            self._sums, self._counts = state["sums"].to(self.device), state["counts"].to(self.device)
+
+
+class OnlineLabelSmoothing(Method):
+    """OLS (Zhang et al. 2021): per-epoch class means of the probabilities of correctly classified
+    samples become next epoch's soft labels; loss = alpha * CE(hard) + (1 - alpha) * CE(soft).
+    Soft labels start as label smoothing 0.1. A class with no correct sample in an epoch keeps its
+    previous soft label (the reference code would zero it)."""
+    name = "ols"
+
+    def __init__(self, cfg, num_classes, train_labels, device):
+        super().__init__(cfg, num_classes, train_labels, device)
+        eps = 0.1
+        self.soft = torch.full((self.C, self.C), eps / (self.C - 1), device=self.device)
+        self.soft.fill_diagonal_(1 - eps)
+        self._reset()
+
+    def _reset(self):
+        self._sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
+        self._counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
+
+    def on_epoch_start(self, ctx):
+        if ctx.batch == 0:
+            self._reset()
+
+    def loss(self, logits, y, idx, ctx):
+        with torch.no_grad():
+            p = F.softmax(logits.detach().float(), 1)
+            correct = p.argmax(1) == y
+            s, c = class_statistics(p[correct], y[correct], self.C)
+            self._sums += s
+            self._counts += c
+        a = self.cfg.ols_alpha
+        loss = a * F.cross_entropy(logits.float(), y) + (1 - a) * soft_cross_entropy(logits, self.soft[y])
+        return loss, logits, y
+
+    def on_epoch_end(self, ctx):
+        _all_reduce(self._sums, self._counts)
+        seen = self._counts > 0
+        self.soft[seen] = (self._sums[seen] / self._counts[seen, None]).float()
+        self._reset()
+
+    @property
+    def soft_labels(self):
+        return self.soft.cpu().numpy()
+
+    def state_dict(self):
+        return {"soft": self.soft.cpu(), "sums": self._sums.cpu(), "counts": self._counts.cpu()}
+
+    def load_state_dict(self, state):
+        self.soft = state["soft"].to(self.device)
+        self._sums, self._counts = state["sums"].to(self.device), state["counts"].to(self.device)
+
+
+class ClassWiseSelfKD(Method):
+    """CS-KD (Yun et al. 2020): each batch holds samples and a same-class partner of each; loss =
+    CE(first half) + lambda * T^2 * KL(softmax(partner / T) || softmax(sample / T)), partner detached."""
+    name = "cskd"
+
+    def batch_sampler(self):
+        from .data import make_pair_batch_sampler
+        return make_pair_batch_sampler(self.train_labels.cpu())
+
+    def loss(self, logits, y, idx, ctx):
+        n = len(y) // 2
+        z, z_pair = logits[:n].float(), logits[n:].detach().float()
+        T = self.cfg.cskd_T
+        kl = F.kl_div(F.log_softmax(z / T, 1), F.softmax(z_pair / T, 1), reduction="batchmean") * T * T
+        return F.cross_entropy(z, y[:n]) + self.cfg.cskd_lambda * kl, logits[:n], y[:n]
+
+
+class LabelRefinery(Method):
+    """Label Refinery (Bagherinezhad et al. 2018): generation 1 trains on hard labels; its
+    per-sample soft outputs on the (un-augmented) training images become the targets of generation 2,
+    trained from scratch. Two full trainings: the run records `trainings: 2`."""
+    name = "lr"
+    restart_after_stage = True
+
+    def __init__(self, cfg, num_classes, train_labels, device):
+        super().__init__(cfg, num_classes, train_labels, device)
+        self.targets = None  # N x C (by construction of the method)
+
+    def loss(self, logits, y, idx, ctx):
+        if self.targets is None:
+            return F.cross_entropy(logits.float(), y), logits, y
+        return soft_cross_entropy(logits, self.targets[idx]), logits, y
+
+    def stage_end(self, infer, data, ctx):
+        if ctx.stage >= ctx.num_stages:
+            return None
+        targets = torch.zeros(len(self.train_labels), self.C, device=self.device)
+        for x, y, idx in data.eval_batches("train", self.cfg.eval_batch_size):
+            targets[idx.to(self.device)] = F.softmax(infer(x).float(), 1)
+        self.targets = targets
+        sums, counts = class_statistics(targets, self.train_labels, self.C)
+        return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
+
+    @property
+    def soft_labels(self):
+        if self.targets is None:
+            return None
+        sums, counts = class_statistics(self.targets, self.train_labels, self.C)
+        return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
+
+    def state_dict(self):
+        return {"targets": None if self.targets is None else self.targets.cpu()}
+
+    def load_state_dict(self, state):
+        t = state.get("targets")
+        self.targets = None if t is None else t.to(self.device)
+
+
+METHOD_CLASSES = {cls.name: cls for cls in (HardLabels, LabelSmoothing, ConfidencePenalty, DisturbLabel, COLAM,
+                                           OnlineLabelSmoothing, ClassWiseSelfKD, LabelRefinery, FixedSoftLabels)}
+
+
+def build_method(cfg: Config, num_classes: int, train_labels: torch.Tensor, device) -> Method:
+    try:
+        cls = METHOD_CLASSES[cfg.method]
+    except KeyError:
+        raise ConfigError("method", cfg.method, ", ".join(METHOD_CLASSES)) from None
+    return cls(cfg, num_classes, train_labels, device)
+
+
+def load_soft_label_matrix(spec: str) -> np.ndarray:
+    """Read a C x C matrix from 'RUN_DIR:stage_K', 'file.npz:key', 'file.npz' (single array) or 'file.npy'.
+    Files are read without pickle."""
+    import os
+    path, _, key = spec.rpartition(":") if ":" in spec and not os.path.exists(spec) else (spec, "", "")
+    if os.path.isdir(path):
+        path = os.path.join(path, "soft_labels.npz")
+    if not os.path.isfile(path):
+        raise ConfigError("fixed_targets", spec, "'RUN_DIR:stage_K' or an existing .npy/.npz file")
+    try:
+        if path.endswith(".npy"):
+            m = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.files)
+                if not key:
+                    if len(names) != 1:
+                        raise ConfigError("fixed_targets", spec, f"FILE:KEY with KEY one of {', '.join(names)}")
+                    key = names[0]
+                if key not in names:
+                    raise ConfigError("fixed_targets", spec, f"a key of {path}: {', '.join(names) or '(none)'}")
+                m = z[key]
+    except (ValueError, OSError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError("fixed_targets", spec, f"a readable numeric .npy/.npz file ({e})") from None
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
+        raise ConfigError("fixed_targets", spec, f"a finite square C x C matrix (got shape {m.shape})")
+    return m.astype(np.float32)
+
+
+def available_methods() -> Iterable[str]:
+    return tuple(METHOD_CLASSES)
