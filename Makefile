@@ -23,7 +23,10 @@ system-deps:
 	  else echo "chromium missing: run 'sudo apt-get install -y chromium' (the browser test is skipped without it)"; fi; }
 
 demo: $(STAMP)
-	$(PY) -m colam_core train --dataset digits --model small_cnn --method colam --epochs 12 --stages 4 --T 1.5 --out runs/demo
+	@mkdir -p runs
+	$(PY) -m papermill notebooks/01_quickstart.ipynb runs/01_quickstart.ipynb --cwd . -k python3 --no-progress-bar
+	$(PY) -m workbench.export runs/01_quickstart.ipynb
+	@echo "done: open runs/01_quickstart.ipynb in JupyterLab, or runs/01_quickstart.html in a browser"
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q

@@ -23,6 +23,14 @@ Conventions
 * Stages are named like the keys of ``soft_labels.npz`` (``"stage_1"``, ...) in
   the dict-based soft-label functions; insertion order of the dict is the
   stage order.
+
+Sweeps and the paper's comparison tables live in ``colam_core.sweeps``
+(``Sweep``, ``interval_peers_grid``, ``temperature_sweep``, ``methods_seeds``,
+``grid_table``, ``temperature_table``, ``methods_table``); the expected
+accuracy of soft-label checkpoints (paper Fig. 1b), which trains, is
+``sweeps.expected_accuracy`` and is re-exported here as
+``analysis.expected_accuracy``. ``results_table`` below is the mean ± std
+table those build on.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+
+from .sweeps import expected_accuracy  # re-export (paper Fig. 1b); sweeps imports analysis only lazily
 
 __all__ = [
     # features and sampling
@@ -71,6 +81,8 @@ __all__ = [
     # curves and tables
     "learning_curves",
     "results_table",
+    # expected accuracy of soft-label checkpoints (COLAM Fig. 1b; defined in colam_core.sweeps)
+    "expected_accuracy",
 ]
 
 _EPS = 1e-12

@@ -3,11 +3,15 @@
     python -m colam_core train --dataset digits --model small_cnn --method colam \
         --epochs 12 --stages 4 --T 1.5 --out runs/demo
     python -m colam_core train --resume runs/demo
+    python -m colam_core train --resume runs/demo --from-stage 2   # last.pt damaged: restart at a stage end
     python -m colam_core show runs/demo
     python -m colam_core list
+    torchrun --nproc_per_node=2 -m colam_core train ...           # data-parallel (docs/RELIABILITY.md)
 
 Every option of `Config` is a flag (`--peer-samples 10`, `--hard-weight 0.2`, ...). A bad value exits
 with status 2 and one line naming the option, the value and what is allowed, before any data is loaded.
+Exit status: 0 done, 1 training failed (non-finite loss, a checkpoint that cannot be written), 2 bad input,
+130 stopped by Ctrl-C (resumable; the command to resume is printed).
 """
 from __future__ import annotations
 
@@ -15,10 +19,9 @@ import argparse
 import json
 import sys
 import typing
-from dataclasses import fields
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, field_kinds, parse_value
 
 NO_FLAG = {"extra"}
 
@@ -35,43 +38,11 @@ def _flag(name: str) -> str:
 
 def _convert(name: str, raw: str, kind):
     """Turn a command-line string into the field's type; errors name the option."""
-    low = raw.strip().lower()
-    if name == "peer_samples":
-        if low == "all":
-            return "all"
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(name, raw, "'all' or an integer >= 1") from None
-    if name == "milestones":
-        try:
-            return tuple(float(v) for v in raw.split(",") if v.strip())
-        except ValueError:
-            raise ConfigError(name, raw, "comma-separated fractions, e.g. 0.5,0.75") from None
-    optional = kind.startswith("Optional") or "None" in kind
-    if optional and low in ("none", "null", "auto", ""):
-        return None
-    if "bool" in kind:
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(name, raw, "true or false" + (" or auto" if optional else ""))
-    if "int" in kind and "float" not in kind:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(name, raw, "an integer" + (" or none" if optional else "")) from None
-    if "float" in kind:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(name, raw, "a number") from None
-    return raw
+    return parse_value(name, raw, kind)
 
 
 def _field_kinds() -> dict[str, str]:
-    return {f.name: str(f.type) for f in fields(Config) if f.name not in NO_FLAG}
+    return {k: v for k, v in field_kinds().items() if k not in NO_FLAG}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a run (or resume one)")
     t.add_argument("--out", help="run directory to write (default runs/<dataset>_<model>_<method>_s<seed>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its own configuration")
+    t.add_argument("--from-stage", metavar="K", type=int, default=None,
+                   help="with --resume: restart from the end of stage K (checkpoints/stage_K.pt), e.g. when "
+                        "last.pt is damaged")
     t.add_argument("--config", metavar="JSON", help="read options from a JSON file (flags override it)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     defaults = Config()
@@ -95,19 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from_args(args) -> tuple[Config, Path | None]:
     values: dict = {}
     out = Path(args.out) if args.out else None
+    if args.from_stage is not None and not args.resume:
+        raise ConfigError("from_stage", args.from_stage, "only together with --resume RUN_DIR")
+    if args.from_stage is not None and args.from_stage < 1:
+        raise ConfigError("from_stage", args.from_stage, "a stage number >= 1")
     if args.resume:
-        from .runs import RunError
+        from .runs import RunError, _read_json
         cfg_path = Path(args.resume) / "config.json"
         if not cfg_path.is_file():
             raise RunError(f"--resume {args.resume}: not a run directory (no config.json); "
                            "pass the --out folder of an earlier training run")
-        values = json.loads(cfg_path.read_text())["config"]
+        values = _read_json(cfg_path, "config.json").get("config")
+        if not isinstance(values, dict):
+            raise RunError(f"--resume {args.resume}: {cfg_path} has no 'config' object; it was not written by "
+                           "training")
         out = Path(args.resume)
     if args.config:
         try:
-            values.update(json.loads(Path(args.config).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            loaded = json.loads(Path(args.config).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError("config", args.config, f"a readable JSON file of options ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError("config", args.config, "a JSON object of options, e.g. {\"T\": 1.5}")
+        values.update(loaded)
     kinds = _field_kinds()
     given = {}
     for name, kind in kinds.items():
@@ -123,19 +107,35 @@ def _config_from_args(args) -> tuple[Config, Path | None]:
     return cfg, out
 
 
+def _say(*a, **kw) -> None:
+    """Print on rank 0 only (every rank of a data-parallel run executes the CLI)."""
+    from .distributed import launched_rank
+    if launched_rank() == 0:
+        print(*a, **kw)
+
+
+def _resume_command(out) -> str:
+    from .distributed import env_world_size
+    launcher = ("python -m colam_core" if env_world_size() <= 1
+                else f"torchrun --nproc_per_node={env_world_size()} -m colam_core")
+    return f"{launcher} train --resume {out}"
+
+
 def cmd_train(args) -> int:
     from .trainer import Trainer
     cfg, out = _config_from_args(args)
     cfg.validate()  # before any data is loaded
-    with Trainer(cfg, out=out, progress=not args.quiet) as trainer:
+    trainer = Trainer(cfg, out=out, progress=not args.quiet, from_stage=args.from_stage)
+    args._out = trainer.out
+    with trainer:
         if trainer.done and trainer.summary is None and (trainer.out / "summary.json").exists():
-            print(f"{trainer.out} is already finished")
+            _say(f"{trainer.out} is already finished")
         summary = trainer.run()
         if summary is None:
-            print(f"stopped; resume with: python -m colam_core train --resume {trainer.out}")
+            _say(f"stopped; resume with: {_resume_command(trainer.out)}")
             return 130
-        print(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  test_ece={summary['test_ece']:.4f}  "
-              f"train {summary['train_seconds']:.1f} s")
+        _say(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  test_ece={summary['test_ece']:.4f}  "
+             f"train {summary['train_seconds']:.1f} s")
     return 0
 
 
@@ -165,23 +165,49 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _one_line(msg: str) -> str:
+    lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        # re-raised from a DataLoader worker: keep the original message, not the worker's traceback
+        last = lines[-1]
+        head, sep, tail = last.partition(": ")
+        lines = [tail if sep and "Error" in head and " " not in head else last]
+    return "; ".join(lines)
+
+
 def main(argv: typing.Sequence[str] | None = None) -> int:
     from .data import DataError
+    from .distributed import DistributedError, env_world_size
     from .runs import RunError
     from .trainer import TrainingError
     args = build_parser().parse_args(argv)
+
+    def err(msg):
+        _say("error: " + _one_line(msg), file=sys.stderr)
+
     try:
         return {"train": cmd_train, "show": cmd_show, "list": cmd_list}[args.command](args)
     except ConfigError as e:
-        print(f"error: {_flag(e.option)} {e.value!r} is invalid; allowed: {e.allowed}", file=sys.stderr)
+        err(f"{_flag(e.option)} {e.value!r} is invalid; allowed: {e.allowed}")
         return 2
-    except (DataError, RunError, KeyError) as e:
-        msg = str(e.args[0] if e.args else e)
-        print("error: " + "; ".join(line.strip() for line in msg.splitlines() if line.strip()), file=sys.stderr)
+    except (DataError, RunError, KeyError, DistributedError) as e:
+        err(str(e.args[0] if e.args else e))
         return 2
     except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
+        err(str(e))
         return 1
+    except KeyboardInterrupt:
+        out = getattr(args, "_out", None)
+        err("interrupted" + (f"; the last checkpoint is kept: resume with: {_resume_command(out)}" if out else ""))
+        return 130
+    except OSError as e:  # e.g. a permission or disk error outside the checkpoint writes
+        err(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return 1
+    except RuntimeError as e:
+        if env_world_size() > 1:  # a collective failed: another rank died or the rendezvous broke
+            err(f"data-parallel training failed on this rank: {e}")
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 `Config` holds every option of a run. `Config.validate()` (called by the
 trainer, the CLI and every notebook before any data is loaded) raises a
 `ConfigError` naming the option, the bad value and what is allowed.
+`validate_params(dict)` does the same for notebook (papermill) parameters,
+which arrive as Python values or strings (`-p T 1.5`, `-r peer_samples all`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
 METHODS = ("hl", "ls", "cp", "dl", "colam", "ols", "cskd", "lr", "fixed")
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -32,6 +34,9 @@ class ConfigError(ValueError):
     def __init__(self, option: str, value: Any, allowed: str):
         self.option, self.value, self.allowed = option, value, allowed
         super().__init__(f"{option}: invalid value {value!r}; allowed: {allowed}")
+
+    def __reduce__(self):  # picklable (sent between data-parallel ranks)
+        return (type(self), (self.option, self.value, self.allowed))
 
 
 @dataclass
@@ -80,7 +85,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"                # auto: bf16 on CUDA with bf16 support, fp16 + scaler on other CUDA, off on CPU/MPS
-    channels_last: bool | None = None  # None: on for conv models on CUDA, off on CPU
+    channels_last: bool | None = None  # None: on for CUDA and CPU, off on MPS (a resumed run keeps its layout)
     compile: bool = False
     eval_batch_size: int = 512
     checkpoint_every_epoch: bool = True
@@ -206,6 +211,22 @@ class Config:
                                   + " (no CUDA device is available)")
         if self.device == "mps" and not _mps_available():
             raise ConfigError("device", "mps", "auto, cpu (no MPS device is available)")
+        native = _data._NATIVE_SIZE.get(self.dataset)
+        if native is not None and self.image_size is not None and self.image_size != native:
+            raise ConfigError("image_size", self.image_size, f"none or {native} for {self.dataset} (its images are "
+                              f"{native}x{native}; image_size applies to imagefolder)")
+        if not isinstance(self.extra, dict):
+            raise ConfigError("extra", self.extra, "a dict of free-form notes")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()
+                                      or "/" in self.name or self.name in (".", "..")):
+            raise ConfigError("name", self.name, "a non-empty folder name without '/'")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise ConfigError("data_root", self.data_root, "a path (string) or None")
+        if self.fixed_targets is not None and not isinstance(self.fixed_targets, str):
+            raise ConfigError("fixed_targets", self.fixed_targets, "'RUN_DIR:stage_K' or a path to an .npy/.npz file")
+        if self.method == "fixed":
+            from .methods import load_soft_label_matrix
+            load_soft_label_matrix(self.fixed_targets)  # exists, numeric, square: else ConfigError
         _data.check_dataset_args(self.dataset, self.data_root, self.download)
         return self
 
@@ -247,6 +268,107 @@ class Config:
                   "download", "extra"):
             d.pop(k, None)
         return json.loads(json.dumps(d))
+
+
+# ----------------------------------------------------------------------------- values from text
+def field_kinds() -> dict[str, str]:
+    """Option name -> its annotation as text ("int | None", "float", ...)."""
+    return {f.name: str(f.type) for f in fields(Config)}
+
+
+def parse_value(name: str, raw: str, kind: str | None = None):
+    """Turn a command-line / notebook string into option `name`'s type; errors name the option."""
+    kind = kind if kind is not None else field_kinds()[name]
+    low = raw.strip().lower()
+    if name == "peer_samples":
+        if low == "all":
+            return "all"
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(name, raw, "'all' or an integer >= 1") from None
+    if name == "milestones":
+        try:
+            return tuple(float(v) for v in raw.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(name, raw, "comma-separated fractions, e.g. 0.5,0.75") from None
+    optional = kind.startswith("Optional") or "None" in kind
+    if optional and low in ("none", "null", "auto", ""):
+        return None
+    if "bool" in kind:
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, raw, "true or false" + (" or auto" if optional else ""))
+    if "int" in kind and "float" not in kind:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(name, raw, "an integer" + (" or none" if optional else "")) from None
+    if "float" in kind:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(name, raw, "a number") from None
+    return raw
+
+
+def _coerce_param(name: str, value: Any, kind: str) -> Any:
+    """A notebook parameter's value as the option's type (strings parsed like the CLI; 12.0 -> 12)."""
+    if isinstance(value, str) and name not in ("extra",):
+        if kind.replace(" ", "") in ("str", "str|None"):
+            return None if "None" in kind and value.strip().lower() in ("none", "null") else value
+        return parse_value(name, value, kind)
+    if name == "milestones" and isinstance(value, list):
+        return tuple(value)
+    intish = ("int" in kind and "float" not in kind) or name == "peer_samples"
+    if intish and isinstance(value, float) and not isinstance(value, bool):
+        if value.is_integer():
+            return int(value)
+        raise ConfigError(name, value, "an integer" + (" or 'all'" if name == "peer_samples" else ""))
+    if "float" in kind and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# names people reach for -> the option (used only to suggest the right name in an error)
+_SYNONYMS = {"temperature": "T", "temp": "T", "k": "peer_samples", "peers": "peer_samples", "m": "stages",
+             "learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "epsilon": "ls_eps", "eps": "ls_eps"}
+
+
+def validate_params(params: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from notebook (papermill) parameters, named like Config's options.
+
+    Values may be Python values or strings as papermill passes them (`"1.5"`, `"all"`, `"none"`,
+    `"0.5,0.75"`). Raises ConfigError naming the first bad parameter, its value and what is allowed
+    (an unknown name suggests the closest option), before any data is loaded.
+    """
+    import difflib
+    if not isinstance(params, Mapping):
+        raise ConfigError("params", params, "a dict of option name -> value")
+    kinds = field_kinds()
+    values = {}
+    for name, value in params.items():
+        if name not in kinds:
+            pool = {**{k.lower(): k for k in kinds}, **_SYNONYMS}
+            close = difflib.get_close_matches(str(name).lower(), pool, n=1, cutoff=0.75)
+            hint = f"did you mean {pool[close[0]]!r}? " if close else ""
+            raise ConfigError(str(name), value, f"{hint}a configuration option: {', '.join(sorted(kinds))}")
+        values[name] = _coerce_param(name, value, kinds[name])
+    cfg = Config.from_dict(values)
+    from .data import DataError
+    try:
+        return cfg.validate()
+    except DataError as e:
+        option = "dataset" if cfg.dataset not in _dataset_names() else "data_root"
+        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigError(option, getattr(cfg, option), msg) from None
+
+
+def _dataset_names():
+    from .data import DATASETS
+    return DATASETS
 
 
 def paper_recipe(model: str = "preact_resnet34") -> dict:

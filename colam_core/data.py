@@ -239,8 +239,18 @@ def stratified_subset(labels: Tensor, limit: int, what: str = "limit") -> Tensor
 # --------------------------------------------------------------------------- augmentation
 
 
+def crop_flip_params(b: int, padding: int, flip: bool, generator: torch.Generator) -> dict:
+    """The random offsets / flips :func:`crop_flip_uint8` draws for a batch of ``b`` images (CPU tensors)."""
+    if padding > 0:
+        shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=generator) - padding
+    else:
+        shifts = torch.zeros(2, b, dtype=torch.long)
+    flips = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
+    return {"dy": shifts[0], "dx": shifts[1], "flip": flips}
+
+
 def crop_flip_uint8(x: Tensor, padding: int, flip: bool, generator: torch.Generator,
-                    return_params: bool = False):
+                    return_params: bool = False, params: dict | None = None):
     """Batched random crop (zero padding ``padding``) and horizontal flip of a uint8 batch.
 
     Each output image ``out[i]`` is the ``H x W`` window at offset ``(dy[i] + p, dx[i] + p)``
@@ -250,22 +260,25 @@ def crop_flip_uint8(x: Tensor, padding: int, flip: bool, generator: torch.Genera
     (flat gather) from the zero-padded batch on the device.
 
     Returns the augmented batch (same dtype / device), plus ``{"dy", "dx", "flip"}`` (CPU
-    tensors) when ``return_params``.
+    tensors) when ``return_params``. ``params`` (from :func:`crop_flip_params`, one entry per
+    row of ``x``) replaces the draw: a data-parallel rank draws for the whole global batch and
+    applies its rows' share, so every image is augmented as in a single-process run.
     """
     if x.dim() != 4:
         raise DataError(f"crop_flip_uint8 expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     _check_int(padding, "padding", minimum=0)
     b, c, h, w = x.shape
-    if padding > 0:
-        shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=generator) - padding
-    else:
-        shifts = torch.zeros(2, b, dtype=torch.long)
-    flips = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
-    params = {"dy": shifts[0], "dx": shifts[1], "flip": flips}
+    if params is None:
+        params = crop_flip_params(b, padding, flip, generator)
     if padding == 0 and not flip:
         return (x, params) if return_params else x
     dev = x.device
-    dy, dx, fl = shifts[0].to(dev), shifts[1].to(dev), flips.to(dev)
+    if dev.type == "cuda":  # one pinned asynchronous copy: a plain .to(cuda) of a CPU tensor syncs the stream
+        packed = torch.stack([params["dy"], params["dx"], params["flip"].to(torch.long)]).pin_memory()
+        packed = packed.to(dev, non_blocking=True)
+        dy, dx, fl = packed[0], packed[1], packed[2].bool()
+    else:
+        dy, dx, fl = params["dy"].to(dev), params["dx"].to(dev), params["flip"].to(dev)
     hp, wp = h + 2 * padding, w + 2 * padding
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding)) if padding else x
     # output pixel (i, j) <- padded pixel (i + dy + p, j' + dx + p), j' = W-1-j when flipped
@@ -304,6 +317,9 @@ class PairBatchSampler:
     single sample).  So ``batch[:k]`` are originals, ``batch[k:]`` partners, and
     ``labels[batch[k + i]] == labels[batch[i]]``.  Deterministic given the generator.
     """
+
+    #: batches are [originals, partners]: a data-parallel shard keeps pairs together
+    paired = True
 
     def __init__(self, labels):
         labels = torch.as_tensor(labels).detach().to("cpu")
@@ -449,7 +465,8 @@ class ImageData:
         raise NotImplementedError
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, augment: str = "auto",
-                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0
+                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0,
+                      shard: tuple[int, int] | None = None
                       ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Yield ``(x, y, idx)`` training batches of one epoch on ``self.device``.
 
@@ -458,6 +475,9 @@ class ImageData:
         the dataset's default crop padding and flip.  ``batch_sampler(n_train, batch_size,
         generator)`` may replace the default shuffled split (e.g. :func:`make_pair_batch_sampler`).
         ``start_batch`` skips the first batches without changing the later ones.
+        ``shard=(rank, world_size)`` (data-parallel training) yields only the rank's contiguous
+        share of every batch, augmented exactly as in the whole batch (see
+        :func:`colam_core.distributed.shard_positions`).
         Arguments are validated when this is called, before the first batch is built.
         """
         raise NotImplementedError
@@ -531,17 +551,35 @@ class InMemoryData(ImageData):
         return self
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, augment: str = "auto",
-                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0):
+                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0,
+                      shard: tuple[int, int] | None = None):
         self._check_train_args(batch_size, epoch, seed, augment, drop_last, start_batch)
         padding, flip = _augment_settings(augment, self.info)
         batches = self._epoch_batches(batch_size, epoch, seed, batch_sampler, drop_last)
         self._check_start(start_batch, len(batches))
+        if shard is not None:
+            return self._sharded_train_iter(batches, epoch, seed, padding, flip, start_batch, shard,
+                                            getattr(batch_sampler, "paired", False))
         return self._train_iter(batches, epoch, seed, padding, flip, start_batch)
+
+    def _sharded_train_iter(self, batches, epoch, seed, padding, flip, start_batch, shard, paired):
+        from .distributed import shard_positions
+        x_all, y_all, dev = self._x_dev["train"], self._y_dev["train"], self.device
+        for b in range(start_batch, len(batches)):
+            pos = shard_positions(batches[b].numel(), shard[0], shard[1], paired)
+            idx = batches[b][pos].to(dev, non_blocking=True)
+            xb = x_all.index_select(0, idx)
+            if padding > 0 or flip:
+                full = crop_flip_params(batches[b].numel(), padding, flip, batch_generator(seed, epoch, b))
+                xb = crop_flip_uint8(xb, padding, flip, None, params={k: v[pos] for k, v in full.items()})
+            yield self.normalize(xb), y_all.index_select(0, idx), idx
 
     def _train_iter(self, batches, epoch, seed, padding, flip, start_batch):
         x_all, y_all, dev = self._x_dev["train"], self._y_dev["train"], self.device
+        todo = batches[start_batch:]  # the epoch's indices reach the device in one copy, not one per batch
+        idx_dev = torch.cat(todo).to(dev).split([t.numel() for t in todo]) if todo else ()
         for b in range(start_batch, len(batches)):
-            idx = batches[b].to(dev, non_blocking=True)
+            idx = idx_dev[b - start_batch]
             xb = x_all.index_select(0, idx)
             if padding > 0 or flip:
                 xb = crop_flip_uint8(xb, padding, flip, batch_generator(seed, epoch, b))
@@ -675,7 +713,8 @@ class FolderData(ImageData):
                 idx.to(dev, torch.long, non_blocking=True))
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, augment: str = "auto",
-                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0):
+                      batch_sampler=None, drop_last: bool = False, start_batch: int = 0,
+                      shard: tuple[int, int] | None = None):
         self._check_train_args(batch_size, epoch, seed, augment, drop_last, start_batch)
         batches = self._epoch_batches(batch_size, epoch, seed, batch_sampler, drop_last)
         self._check_start(start_batch, len(batches))
@@ -683,6 +722,10 @@ class FolderData(ImageData):
         for b in range(start_batch, len(batches)):
             idx = batches[b]
             seeds = torch.randint(0, 2 ** 62, (idx.numel(),), generator=batch_generator(seed, epoch, b))
+            if shard is not None:  # the rank's share, each sample keeping its own seed
+                from .distributed import shard_positions
+                pos = shard_positions(idx.numel(), shard[0], shard[1], getattr(batch_sampler, "paired", False))
+                idx, seeds = idx[pos], seeds[pos]
             keyed.append(list(zip(idx.tolist(), seeds.tolist())))
         dataset = _IndexedFolder(self._samples["train"], self._tf[augment])
         return (self._move(batch) for batch in self._loader(dataset, keyed))

@@ -165,7 +165,10 @@ class FixedSoftLabels(Method):
         self.matrix = torch.as_tensor(m, dtype=torch.float32, device=self.device)
 
     def loss(self, logits, y, idx, ctx):
-        return soft_cross_entropy(logits, self.matrix[y], self.cfg.T), logits, y
+        q = self.matrix[y]
+        w = self.cfg.hard_weight  # the same one-hot mix COLAM applies to its learned labels
+        q = q if w == 0 else (1 - w) * q + w * self.one_hot(y)
+        return soft_cross_entropy(logits, q, self.cfg.T), logits, y
 
     @property
     def soft_labels(self):
@@ -232,8 +235,9 @@ class COLAM(Method):
 
     def on_epoch_start(self, ctx):
         if self.cfg.update == "online" and ctx.last_epoch_of_stage and ctx.stage < ctx.num_stages:
-            self._sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
-            self._counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
+            if ctx.batch == 0 or self._sums is None:  # resumed mid-epoch: keep the sums loaded from the checkpoint
+                self._sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
+                self._counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
             peers = self.peer_indices(ctx.stage)
             if peers is not None:
                 self._peer_mask = torch.zeros(len(self.train_labels), dtype=torch.bool, device=self.device)
@@ -376,6 +380,7 @@ class LabelRefinery(Method):
         targets = torch.zeros(len(self.train_labels), self.C, device=self.device)
         for x, y, idx in data.eval_batches("train", self.cfg.eval_batch_size):
             targets[idx.to(self.device)] = F.softmax(infer(x).float(), 1)
+        _all_reduce(targets)  # data-parallel: each rank filled its share of the rows, the rest are zeros
         self.targets = targets
         sums, counts = class_statistics(targets, self.train_labels, self.C)
         return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()

@@ -7,14 +7,10 @@ loaded.
 """
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .config import Config, ConfigError
-
-CONFIG_FIELDS = {f.name for f in fields(Config)}
-
+from .config import Config, ConfigError, validate_params
 
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
@@ -54,18 +50,12 @@ def notebook_config(params: Mapping[str, Any], quick: bool = False,
                     quick_overrides: Mapping[str, Any] | None = None) -> Config:
     """Build and validate a Config from notebook parameters.
 
-    `params` holds Config options by name (unknown names are refused, naming them); with `quick`,
+    `params` holds Config options by name, as Python values or papermill strings (`config.validate_params`:
+    unknown names are refused, naming them and the closest option); with `quick`,
     `quick_overrides` replaces options to make a smoke run. Raises ConfigError before any data is loaded.
     """
     check_bool("quick", quick)
-    unknown = sorted(set(params) - CONFIG_FIELDS)
-    if unknown:
-        raise ConfigError(unknown[0], params[unknown[0]], "a configuration option: " + ", ".join(sorted(CONFIG_FIELDS)))
-    values = dict(params)
-    if isinstance(values.get("peer_samples"), str) and values["peer_samples"].isdigit():
-        values["peer_samples"] = int(values["peer_samples"])
-    cfg = Config.from_dict(values)
-    cfg.validate()  # the user's own values first, so errors name what the user passed
+    cfg = validate_params(params)  # the user's own values first, so errors name what the user passed
     if quick and quick_overrides:
         cfg = cfg.replace(**dict(quick_overrides))
         cfg.validate()

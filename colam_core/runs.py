@@ -10,9 +10,18 @@ runs/<name>/
   summary.json       final metrics and timings
 ```
 Every file is written atomically (temporary file in the same folder, fsync,
-rename), so a crash never leaves a half-written file. Checkpoints and soft
+rename), so a crash never leaves a half-written file (a stale temporary file
+is removed when the next trainer locks the folder). Checkpoints and soft
 labels are read without executing code (`torch.load(weights_only=True)`,
 `np.load(allow_pickle=False)`).
+
+Fault injection (tests only): `COLAM_FAULT=POINT[:N]` makes the process
+SIGKILL itself the N-th time (default 1) it reaches POINT, one of
+`FAULT_POINTS`: `batch` (after a training step), `eval_pass` (inside the
+stage-end soft-label pass, after its first batch), `stage_files` (after the
+stage's soft labels and stage checkpoint are written, before last.pt) and
+`checkpoint` (halfway through writing a checkpoint's temporary file).
+Unset, the check is one comparison with None.
 """
 from __future__ import annotations
 
@@ -20,7 +29,9 @@ import io
 import json
 import os
 import platform
+import signal
 import tempfile
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -36,27 +47,67 @@ class RunError(RuntimeError):
     """A run directory that cannot be used as asked (missing, locked, another configuration, corrupt)."""
 
 
+# ----------------------------------------------------------------------------- fault injection (tests)
+FAULT_POINTS = ("batch", "eval_pass", "stage_files", "checkpoint")
+
+
+def _parse_fault(spec: str | None):
+    if not spec:
+        return None
+    point, _, n = spec.partition(":")
+    if point not in FAULT_POINTS or (n and not n.isdigit()):
+        raise RunError(f"COLAM_FAULT={spec!r} is invalid; allowed: POINT or POINT:N with POINT one of "
+                       f"{', '.join(FAULT_POINTS)} (a test-only hook)")
+    return point, int(n or 1)
+
+
+FAULT = _parse_fault(os.environ.get("COLAM_FAULT"))
+_fault_seen = 0
+
+
+def fault_point(point: str) -> None:
+    """SIGKILL this process the N-th time `point` is reached when COLAM_FAULT=POINT:N (tests only)."""
+    global _fault_seen
+    if FAULT is None or FAULT[0] != point:
+        return
+    _fault_seen += 1
+    if _fault_seen == FAULT[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------- atomic writes
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file, fsync and rename: `path` is old or new, never partial.
+    An OSError (disk full, permissions) leaves the previous `path` untouched and names `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
+            if FAULT is not None and FAULT[0] == "checkpoint" and path.suffix == ".pt":
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                fault_point("checkpoint")
+                data = data[half:]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 
@@ -85,22 +136,44 @@ class RunDir:
         self.ckpt_dir = self.path / "checkpoints"
         self._lock_fd = None
         if write:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.ckpt_dir.mkdir(exist_ok=True)
+            if self.path.exists() and not self.path.is_dir():
+                raise RunError(f"--out {self.path} is a file, not a run directory; choose another --out")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self.ckpt_dir.mkdir(exist_ok=True)
+            except OSError as e:
+                raise RunError(f"cannot create run directory {self.path}: {e.strerror or e}; "
+                               "choose another --out") from None
 
     # lock ------------------------------------------------------------
     def lock(self) -> None:
+        """Take the folder's exclusive lock (fcntl; released by the kernel when the process dies), then remove
+        temporary files a killed writer left behind."""
         import fcntl
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(f"cannot lock run directory {self.path}: {e.strerror or e}; choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            try:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            except OSError:
+                holder = ""
             os.close(fd)
-            raise RunError(f"run directory {self.path} is in use by another training process "
-                           "(lock held); wait for it to finish or choose another --out") from None
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise RunError(f"run directory {self.path} is in use by another training process{who}; "
+                           "nothing was changed: wait for it to finish, or choose another --out") from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        for d in (self.path, self.ckpt_dir):
+            for tmp in d.glob(".*.tmp") if d.is_dir() else ():
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -131,29 +204,106 @@ class RunDir:
     def save_stage(self, stage: int, state: dict) -> None:
         atomic_torch_save(state, self.ckpt_dir / f"stage_{stage}.pt")
 
+    def remove(self, name: str) -> None:
+        """Delete a file of the run directory if it exists (a file ahead of the checkpoint being resumed)."""
+        try:
+            (self.path / name).unlink()
+        except FileNotFoundError:
+            pass
+
     def load_last(self) -> dict | None:
         p = self.ckpt_dir / "last.pt"
         if not p.exists():
             return None
         return load_checkpoint(p, hint_dir=self.ckpt_dir)
 
+    def load_stage_resume(self, stage: int) -> dict:
+        """The resumable training state stored in checkpoints/stage_K.pt (the end of stage K)."""
+        p = self.ckpt_dir / f"stage_{stage}.pt"
+        if not p.exists():
+            have = sorted(int(q.stem.split("_")[1]) for q in self.ckpt_dir.glob("stage_*.pt")
+                          if q.stem.split("_")[1].isdigit())
+            raise RunError(f"--from-stage {stage}: {p} does not exist; stages with a checkpoint: "
+                           f"{', '.join(map(str, have)) or 'none'}")
+        st = load_checkpoint(p, hint_dir=self.ckpt_dir)
+        if not isinstance(st, dict) or not isinstance(st.get("resume"), dict):
+            raise RunError(f"--from-stage {stage}: {p} holds only model weights (no training state to resume); "
+                           "start a new run")
+        return st["resume"]
+
     def read_config(self) -> dict | None:
         p = self.path / "config.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        return _read_json(p, "config.json")
+
+
+def _read_json(p: Path, what: str) -> dict:
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"cannot read {p}: {type(e).__name__}: {e}; the {what} of this run directory is damaged "
+                       "(use another --out, or restore the file)") from None
+    if not isinstance(d, dict):
+        raise RunError(f"{p} holds a {type(d).__name__}, not the JSON object training writes; the run directory "
+                       "is damaged")
+    return d
+
+
+def _stage_number(p: Path) -> int:
+    tail = p.stem.split("_")[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _resume_hint(path: Path, hint_dir: Path) -> str:
+    """Name the newest intact stage checkpoint to resume from instead of the unreadable `path`."""
+    run_dir = hint_dir.parent if hint_dir.name == "checkpoints" else hint_dir
+    stages = sorted((p for p in hint_dir.glob("stage_*.pt") if p != path and _stage_number(p) >= 0),
+                    key=_stage_number, reverse=True)
+    for p in stages:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                st = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - damaged too: try the one before
+            continue
+        k = _stage_number(p)
+        if isinstance(st, dict) and isinstance(st.get("resume"), dict):
+            return (f"; the newest intact stage checkpoint is {p}: resume from the end of stage {k} with "
+                    f"`python -m colam_core train --resume {run_dir} --from-stage {k}`, or start a new run")
+        return (f"; the newest intact stage checkpoint {p} holds only the weights of stage {k} "
+                "(load_run(...).model(stage)); training cannot resume from it: start a new run")
+    return "; no intact stage checkpoint exists: start a new run with another --out"
+
+
+def _load_error_detail(e: Exception) -> str:
+    """The informative part of torch.load's error (its unsafe-loading advice and terminal colours left out)."""
+    import re
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    detail = m.group(1) if m else (text.strip().splitlines() or [""])[0]
+    detail = detail.split(". Please", 1)[0].split(". This is an internal", 1)[0].strip()
+    return f"{type(e).__name__}: {detail[:160]}" if detail else type(e).__name__
 
 
 def load_checkpoint(path, hint_dir=None, map_location="cpu") -> dict:
-    """torch.load with weights_only=True; a corrupt file names the stage checkpoint to resume from."""
+    """torch.load with weights_only=True (never runs code from the file); an unreadable or unsafe file gives a
+    RunError naming the stage checkpoint to resume from instead."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            st = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files
-        stages = sorted(Path(hint_dir or path.parent).glob("stage_*.pt"),
-                        key=lambda p: int(p.stem.split("_")[1]) if p.stem.split("_")[1].isdigit() else -1)
-        hint = (f"; the newest intact stage checkpoint is {stages[-1]} (copy it to {path} to resume from that "
-                "stage, or start a new run)") if stages else "; no stage checkpoint exists: start a new run"
-        raise RunError(f"cannot load checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                       f"{hint}") from None
+        unsafe = "Unsupported global" in str(e)
+        why = ("it is not a plain tensor checkpoint (it asks to run code on loading, which is refused)" if unsafe
+               else "it is truncated, corrupt or not a checkpoint written by training")
+        raise RunError(f"cannot load checkpoint {path}: {why} ({_load_error_detail(e)})"
+                       f"{_resume_hint(path, Path(hint_dir or path.parent))}") from None
+    if not isinstance(st, dict):
+        raise RunError(f"cannot load checkpoint {path}: it holds a {type(st).__name__}, not a checkpoint written "
+                       f"by training{_resume_hint(path, Path(hint_dir or path.parent))}")
+    return st
 
 
 # ----------------------------------------------------------------------------- read side
@@ -165,9 +315,14 @@ class Run:
         if not (self.path / "config.json").is_file():
             raise RunError(f"{self.path} is not a run directory (no config.json); "
                            "pass the --out folder of a training run")
-        self.resolved = json.loads((self.path / "config.json").read_text())
+        self.resolved = _read_json(self.path / "config.json", "config.json")
+        missing = [k for k in ("config", "dataset") if not isinstance(self.resolved.get(k), dict)]
+        if missing:
+            raise RunError(f"{self.path / 'config.json'} lacks {', '.join(missing)}; it was not written by training "
+                           "(the run directory is damaged)")
         self.config = self.resolved["config"]
         self._models: dict = {}
+        self._last_stamp = None
 
     def __repr__(self):
         return f"Run({str(self.path)!r}, method={self.config['method']!r}, epochs={len(self.history)})"
@@ -208,18 +363,28 @@ class Run:
         return float(self.resolved.get("output_temperature", 1.0))
 
     def soft_label_keys(self) -> list[str]:
-        p = self.path / "soft_labels.npz"
-        if not p.exists():
-            return []
-        with np.load(p, allow_pickle=False) as z:
-            return sorted(z.files, key=lambda k: int(k.split("_")[1]))
+        return list(self.all_soft_labels())
 
     def all_soft_labels(self) -> dict[str, np.ndarray]:
+        """Every soft-label matrix, read without pickle: an object array or a damaged file is refused."""
         p = self.path / "soft_labels.npz"
         if not p.exists():
             return {}
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                keys = list(z.files)
+                if any(not (k.startswith("stage_") and k[6:].isdigit()) for k in keys):
+                    raise ValueError(f"unexpected entries {[k for k in keys if not k[6:].isdigit()]}")
+                mats = {k: z[k] for k in sorted(keys, key=lambda k: int(k[6:]))}
+        except Exception as e:  # noqa: BLE001 - zipfile / numpy raise many types for damaged files
+            raise RunError(f"cannot read {p}: {type(e).__name__}: {str(e)[:200]}; it must hold only numeric "
+                           "C x C arrays named stage_K (pickled objects are refused)") from None
+        C = self.num_classes
+        for k, m in mats.items():
+            if m.dtype.kind not in "fiu" or m.shape != (C, C):
+                raise RunError(f"{p}: {k} is a {m.dtype} array of shape {m.shape}; expected a numeric {C} x {C} "
+                               "matrix")
+        return mats
 
     def soft_labels(self, stage) -> np.ndarray:
         key = stage if isinstance(stage, str) else f"stage_{int(stage)}"
@@ -229,24 +394,41 @@ class Run:
         return mats[key]
 
     def stage_checkpoints(self) -> list[int]:
-        return sorted(int(p.stem.split("_")[1]) for p in (self.path / "checkpoints").glob("stage_*.pt"))
+        return sorted(k for k in map(_stage_number, (self.path / "checkpoints").glob("stage_*.pt")) if k >= 0)
 
     def model(self, stage: int | None = None):
-        """Eval-mode model on CPU at the end of `stage` (None: the latest state in last.pt)."""
+        """Eval-mode model on CPU at the end of `stage` (None: the latest state in last.pt, reloaded when
+        a run that is still training has written a newer one)."""
         key = stage if stage is None else int(stage)
+        if key is None:
+            last = self.path / "checkpoints" / "last.pt"
+            stamp = last.stat().st_mtime_ns if last.exists() else None
+            if self._last_stamp != stamp:
+                self._models.pop(None, None)
+                self._last_stamp = stamp
         if key not in self._models:
             from .models import build_model
             if key is None:
-                state = load_checkpoint(self.path / "checkpoints" / "last.pt")["model"]
+                src = self.path / "checkpoints" / "last.pt"
+                if not src.exists():
+                    raise RunError(f"{self.path} has no checkpoints/last.pt (training never finished an epoch); "
+                                   f"stage checkpoints: {self.stage_checkpoints() or 'none'}")
             else:
-                p = self.path / "checkpoints" / f"stage_{key}.pt"
-                if not p.exists():
+                src = self.path / "checkpoints" / f"stage_{key}.pt"
+                if not src.exists():
                     raise KeyError(f"{self.path} has no checkpoint for stage {key}; "
                                    f"available: {self.stage_checkpoints()}")
-                state = load_checkpoint(p)["model"]
+            state = load_checkpoint(src)
+            if not isinstance(state.get("model"), dict):
+                raise RunError(f"checkpoint {src} holds no model weights; the run directory is damaged")
             info = self.info
             model = build_model(self.config["model"], info.num_classes, info.in_channels, info.image_size)
-            model.load_state_dict(state)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise RunError(f"checkpoint {src} does not fit model {self.config['model']!r} of this run "
+                               f"({str(e).strip().splitlines()[0][:160]}...); it was written for another model "
+                               "or another dataset") from None
             self._models[key] = model.eval()
         return self._models[key]
 

@@ -492,3 +492,9 @@ def test_analysis_does_not_import_front_end():
     env = dict(os.environ)
     subprocess.run([sys.executable, "-c", code], check=True, env=env,
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_expected_accuracy_is_reexported_from_sweeps():
+    from colam_core import sweeps
+
+    assert A.expected_accuracy is sweeps.expected_accuracy and "expected_accuracy" in A.__all__

@@ -3,10 +3,8 @@ the CIFAR unpickler, batched augmentation, seeding / resuming, and the CS-KD pai
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
@@ -33,7 +31,6 @@ from datafiles import (  # noqa: E402  (tests/ is on sys.path under pytest's roo
     write_cifar100,
     write_fashion,
     write_folder,
-    write_png,
 )
 
 

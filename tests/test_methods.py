@@ -240,3 +240,12 @@ def test_paper_preset():
     cfg = Config.from_dict({"preset": "paper", "model": "preact_resnet34", "epochs": 80})
     assert cfg.epochs == 80  # an explicit option beats the preset
     assert math.isclose(cfg.milestones[0], 0.5)
+
+
+def test_fixed_applies_hard_weight_like_colam(tmp_path):
+    mat = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], dtype=np.float32)
+    np.save(tmp_path / "m.npy", mat)
+    w = 0.3
+    m = method("fixed", fixed_targets=str(tmp_path / "m.npy"), T=2.0, hard_weight=w)
+    q = (1 - w) * mat[Y.numpy()] + w * onehot(Y)
+    assert m.loss(LOGITS, Y, IDX, ctx())[0].item() == pytest.approx(hand_ce(q, LOGITS, 2.0), rel=1e-6)

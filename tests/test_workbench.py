@@ -1,0 +1,630 @@
+"""The workbench headless: figures, the display-mode switch, and every widget driven as a user would."""
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import ipywidgets
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+import workbench
+from colam_core import Config, Trainer, analysis, load_run
+from colam_core import progress as colam_progress
+from colam_core.sweeps import grid_table, temperature_table
+from workbench import (RepresentationExplorer, RunComparison, SoftLabelExplorer, StageStepper, display_mode,
+                       figures, set_display_mode)
+from workbench import display as wdisplay
+from workbench.widgets import png_image, sync_figure
+
+TINY = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05)
+
+
+@pytest.fixture(autouse=True)
+def auto_mode(monkeypatch):
+    """Every test starts with auto-detection and no environment override, and leaves it that way."""
+    monkeypatch.delenv(wdisplay.ENV_VAR, raising=False)
+    set_display_mode(None)
+    yield
+    set_display_mode(None)
+
+
+def arr(v):
+    return np.asarray(v, dtype=float)
+
+
+def same_figure(view, fig):
+    """A live view shows exactly ``fig`` (trace uids aside; an emptied array counts as absent)."""
+    a, b = view.to_dict(), fig.to_dict()
+    for t in a["data"] + b["data"]:
+        t.pop("uid", None)
+    for d in (a, b):
+        d["layout"] = {k: v for k, v in d["layout"].items() if v != []}
+    return a == b
+
+
+def soft_by_stage(*mats):
+    return {f"stage_{i}": np.asarray(m, dtype=float) for i, m in enumerate(mats, start=1)}
+
+
+# ---------------------------------------------------------------------------
+# display mode
+# ---------------------------------------------------------------------------
+
+def test_display_mode_is_static_outside_a_kernel_and_can_be_overridden(monkeypatch):
+    assert display_mode() == "static"
+    monkeypatch.setenv("COLAM_WORKBENCH_MODE", "interactive")
+    assert display_mode() == "interactive"
+    set_display_mode("static")                     # the call wins over the environment
+    assert display_mode() == "static"
+    set_display_mode("auto")
+    assert display_mode() == "interactive"
+    monkeypatch.setenv("COLAM_WORKBENCH_MODE", "auto")
+    assert display_mode() == "static"
+    monkeypatch.setenv("COLAM_WORKBENCH_MODE", "fancy")
+    with pytest.raises(ValueError, match="COLAM_WORKBENCH_MODE"):
+        display_mode()
+    with pytest.raises(ValueError, match="interactive"):
+        set_display_mode("widgets")
+
+
+def test_widgets_take_the_mode_at_creation(tiny_runs):
+    run = tiny_runs["colam"]
+    assert SoftLabelExplorer(run).mode == "static"
+    set_display_mode("interactive")
+    e = SoftLabelExplorer(run)
+    assert e.mode == "interactive" and isinstance(e.widget, ipywidgets.VBox) and set(e.views) == set(e.figures())
+    s = SoftLabelExplorer(run, mode="static")
+    assert s.widget is None and s.views == {}
+
+
+def _sleeper(env):
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+
+
+def test_auto_detection_tells_a_jupyter_server_kernel_from_an_inheriting_one(monkeypatch):
+    """A kernel is interactive when JPY_SESSION_NAME was set for it (Jupyter Server), not when its launcher
+    has the same value (papermill run from inside a JupyterLab kernel inherits the variable)."""
+    monkeypatch.setattr(colam_progress, "in_kernel", lambda: True)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/nb/analysis.ipynb")
+    plain = _sleeper({k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"})
+    inheriting = _sleeper(dict(os.environ))
+    try:
+        monkeypatch.setenv("JPY_PARENT_PID", str(plain.pid))
+        assert display_mode() == "interactive"
+        monkeypatch.setenv("JPY_PARENT_PID", str(inheriting.pid))
+        assert display_mode() == "static"
+    finally:
+        plain.kill()
+        inheriting.kill()
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert display_mode() == "static"
+    monkeypatch.setattr(colam_progress, "in_kernel", lambda: False)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/nb/analysis.ipynb")
+    assert display_mode() == "static"               # a script, even with the variable around
+
+
+@pytest.mark.slow
+def test_papermill_kernels_render_small_static_figures(tmp_path, tiny_runs):
+    """Empirically: papermill's kernel has no JPY_SESSION_NAME, so widgets render plain plotly JSON."""
+    pytest.importorskip("papermill")
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os, workbench\n"
+                                  "print('JPY_SESSION_NAME' in os.environ, workbench.display_mode())"),
+        nbformat.v4.new_code_cell("from workbench import SoftLabelExplorer\n"
+                                  f"SoftLabelExplorer({str(tiny_runs['colam'].path)!r})"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", wdisplay.ENV_VAR)}
+    subprocess.run([sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                    "-k", "python3", "--no-progress-bar"], check=True, env=env, timeout=240,
+                   capture_output=True)
+    text = (tmp_path / "out.ipynb").read_text()
+    out = json.loads(text)
+    first = "".join(out["cells"][0]["outputs"][0]["text"])
+    assert first.strip() == "False static"
+    outputs = out["cells"][1]["outputs"]
+    specs = [o["data"]["application/vnd.plotly.v1+json"] for o in outputs]
+    assert [s["data"][0]["type"] for s in specs] == ["heatmap", "bar", "bar", "scatter"]
+    assert "application/vnd.jupyter.widget-view+json" not in text and "text/html" not in text
+    assert len(text) < 150_000
+
+
+# ---------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------
+
+def test_learning_curves_one_run_overlay_and_empty(tiny_runs):
+    h = tiny_runs["colam"].history
+    fig = figures.learning_curves(h)
+    assert [t.name for t in fig.data] == ["train_loss", "test_loss", "train_acc", "test_acc"]
+    for t in fig.data:
+        np.testing.assert_allclose(arr(t.y), h[t.name].to_numpy())
+        np.testing.assert_allclose(arr(t.x), h["epoch"].to_numpy())
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}          # loss and accuracy panels
+    lines = sorted((s.xref, s.x0) for s in fig.layout.shapes)  # updates after epochs 2 and 4, in both panels
+    assert lines == [("x", 2.5), ("x", 4.5), ("x2", 2.5), ("x2", 4.5)]
+
+    over = figures.learning_curves({"HL": tiny_runs["hl"], "COLAM": h})
+    assert len(over.data) == 8 and over.data[0].name == "HL train_loss" and over.data[0].line.dash == "dot"
+    assert over.data[0].line.color != over.data[4].line.color
+
+    empty = figures.learning_curves(pd.DataFrame(columns=h.columns))
+    assert len(empty.data) == 4 and all(len(t.x) == 0 for t in empty.data) and not empty.layout.shapes
+
+
+def test_soft_label_heatmap_draws_the_matrix_and_outlines_the_picked_row():
+    rng = np.random.default_rng(0)
+    s = rng.dirichlet(np.ones(10), size=10)
+    names = [f"c{i}" for i in range(10)]
+    fig = figures.soft_label_heatmap(s, names, highlight=3)
+    np.testing.assert_array_equal(arr(fig.data[0].z), s)
+    assert list(fig.data[0].y) == names and fig.layout.yaxis.autorange == "reversed"
+    (rect,) = fig.layout.shapes
+    assert (rect.y0, rect.y1) == (2.5, 3.5)
+    with pytest.raises(ValueError, match="square"):
+        figures.soft_label_heatmap(s[:, :5])
+
+
+def test_soft_label_heatmap_of_1000_classes_is_fast_and_small():
+    C = 1000
+    s = np.random.default_rng(1).dirichlet(np.full(C, 0.1), size=C)
+    names = [f"class_{i}" for i in range(C)]
+    t0 = time.perf_counter()
+    fig = figures.soft_label_heatmap(s, names)
+    text = fig.to_json()
+    seconds = time.perf_counter() - t0
+    assert seconds < 1.0, f"{seconds:.2f} s"
+    z = arr(fig.data[0].z)
+    assert z.shape == (100, 100) and len(text) < 300_000
+    assert z[0, 0] == pytest.approx(s[:10, :10].mean()) and z[99, 37] == pytest.approx(s[990:, 370:380].mean())
+    assert fig.data[0].y[1] == "class_10 … class_19"
+
+    page = figures.soft_label_heatmap(s, names, page=3, highlight=305)
+    np.testing.assert_array_equal(arr(page.data[0].z), s[300:400, 300:400])
+    assert page.data[0].y[0] == "class_300" and page.layout.shapes[0].y0 == 4.5
+    off = figures.soft_label_heatmap(s, names, page=(1, 9))
+    np.testing.assert_array_equal(arr(off.data[0].z), s[100:200, 900:1000])
+    with pytest.raises(ValueError, match="page"):
+        figures.soft_label_heatmap(s, names, page=10)
+
+
+def test_top_k_bars_match_analysis():
+    s = 0.5 * np.eye(6) + 0.5 * np.random.default_rng(2).dirichlet(np.ones(6), size=6)
+    names = list("abcdef")
+    fig = figures.top_k_bars(s, 4, k=3, class_names=names)
+    ref = analysis.top_k_soft(s, k=3, class_names=names, include_self=True)
+    ref = ref[ref["class"] == 4]
+    assert list(fig.data[0].x) == ref["other_name"].tolist() and fig.data[0].x[0] == "e"
+    np.testing.assert_allclose(arr(fig.data[0].y), ref["mass"].to_numpy())
+    assert fig.data[0].marker.color[0] == figures.HIGHLIGHT and fig.data[0].marker.color[1] != figures.HIGHLIGHT
+    with pytest.raises(ValueError, match="class id"):
+        figures.top_k_bars(s, 6)
+
+
+def test_own_mass_lines_flag_the_softening_classes_and_drift_bars_match_analysis():
+    eye = np.eye(3)
+    st1 = 0.8 * eye + 0.2 / 3
+    st2 = st1.copy()
+    st2[1] = [0.5, 0.3, 0.2]                      # class 1 lost its own mass: flagged
+    soft = soft_by_stage(st1, st2)
+    names = ["cat", "dog", "fox"]
+    fig = figures.own_mass_lines(soft, names, threshold=0.5, highlight=2)
+    grey, red, blue, thr = fig.data
+    assert red.name == "flagged (1)" and [y for y in red.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3), 0.3]
+    assert "own mass 0.30 < 0.50" in red.text[1] and "below cat" in red.text[1]
+    assert [y for y in blue.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3)] * 2 and blue.name == "fox"
+    assert sum(y is not None for y in grey.y) == 2 and list(thr.y) == [0.5, 0.5]
+
+    bars = figures.drift_bars(soft, names, highlight=0)
+    ref = analysis.drift(soft, names, include_hard=True)
+    np.testing.assert_allclose(arr(bars.data[0].y), ref[ref["to_stage"] == "stage_2"]["tv"].to_numpy())
+    assert list(bars.data[0].marker.color)[:2] == [figures.HIGHLIGHT, figures.FLAGGED]
+    first = figures.drift_bars(soft, names, to_stage=1)
+    np.testing.assert_allclose(arr(first.data[0].y), 0.5 * np.abs(st1 - eye).sum(1))
+    assert figures.own_mass_lines({}).layout.annotations[0].text.startswith("no soft labels")
+
+
+def test_template_plane_and_embedding_scatter_keep_dataset_indices():
+    pts = pd.DataFrame({"x": [0.0, 1, 2, 3], "y": [1.0, 2, 3, 4], "label": [5, 5, 7, 9],
+                        "class_name": ["e", "e", "g", "i"], "index": [10, 11, 20, 30]})
+    tpl = pd.DataFrame({"x": [0.0, 1, 2], "y": [0.0, 1, 0], "label": [9, 5, 7], "class_name": ["i", "e", "g"]})
+    fig = figures.template_plane(pts, tpl)
+    assert [t.name for t in fig.data] == ["i", "e", "g", "templates"]
+    assert list(fig.data[1].customdata) == [10, 11] and fig.data[3].marker.symbol == "star"
+    assert list(fig.data[3].x) == [0, 1, 2] and fig.layout.yaxis.scaleanchor == "x"
+    emb = figures.embedding_scatter(pts, "PCA")
+    assert [t.name for t in emb.data] == ["e", "g", "i"] and emb.layout.xaxis.title.text == "PCA 1"
+    big = pd.DataFrame({"x": np.arange(6000.0), "y": 0.0, "label": 0, "class_name": "a", "index": np.arange(6000)})
+    assert figures.embedding_scatter(big).data[0].type == "scattergl"
+
+
+def test_tables_and_sweep_figures():
+    d1 = pd.DataFrame([[0, 1.2, 1.7], [1.2, 0, 1.5], [1.7, 1.5, 0]], index=list("abc"), columns=list("abc"))
+    d2 = d1 * 1.1
+    single = figures.template_distance_table(d1)
+    assert single.data[0].cells.values[1] == ["0.000", "1.200", "1.700"]
+    side = figures.template_distance_table({"LS": d1, "COLAM": d2})
+    assert side.data[0].cells.values[0] == ["a – b", "a – c", "b – c"]
+    assert side.data[0].cells.values[2] == ["1.320", "1.870", "1.650"]
+    with pytest.raises(ValueError, match="classes"):
+        figures.template_distance_table({"LS": d1, "X": d1.iloc[:2, :2]})
+
+    rows = [dict(method="hl", seed=0, test_acc=0.90), dict(method="hl", seed=1, test_acc=0.92),
+            dict(method="colam", seed=0, test_acc=0.95)]
+    t = figures.results_table(rows)
+    header = [h.replace("<b>", "").replace("</b>", "") for h in t.data[0].header.values]
+    assert header == ["method", "test_acc · seed 0", "test_acc · seed 1", "test_acc · mean ± std", "test_acc · n"]
+    cells = t.data[0].cells.values
+    ref = analysis.results_table(rows)
+    assert cells[1] == ["0.9000", "0.9500"] and cells[2] == ["0.9200", "-"]
+    assert list(cells[3]) == ref["mean ± std"].tolist() and list(cells[4]) == [2, 1]
+
+    results = pd.DataFrame({"interval": [2, 2, 4, 4], "peer_samples": [1, "all", 1, "all"],
+                            "test_acc": [0.8, 0.9, 0.85, np.nan], "T": [1.0, 1.5, 2.0, 2.0],
+                            "test_ece": [0.1, 0.05, 0.07, 0.09]})
+    grid = grid_table(results)
+    hm = figures.sweep_heatmap(grid)
+    np.testing.assert_allclose(arr(hm.data[0].z), grid.to_numpy(dtype=float))
+    assert list(hm.data[0].x) == ["1", "all"] and hm.data[0].text[1][1] == ""
+    tt = temperature_table(results[results["test_acc"].notna()])
+    tc = figures.temperature_curve(tt)
+    assert len(tc.data) == 2 and list(tc.data[0].x) == [1.0, 1.5, 2.0]
+
+    adt, adc = d1, d2
+    ah = figures.adt_adc_heatmaps(adt, adc)
+    np.testing.assert_allclose(arr(ah.data[1].z), d2.to_numpy())
+
+
+def test_reliability_diagram_single_and_overlay():
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55]])
+    y = np.array([0, 1, 1, 1])
+    bins = analysis.reliability_bins(p, y, n_bins=5)
+    one = figures.reliability_diagram({"bins": bins, "ece": 0.2})
+    used = bins[bins["count"] > 0]
+    assert one.data[0].type == "bar" and one.data[0].name == "accuracy (ECE 0.200)"
+    np.testing.assert_allclose(arr(one.data[0].y), used["accuracy"].to_numpy())
+    two = figures.reliability_diagram({"LS": bins, "COLAM": {"bins": bins, "ece": 0.1}})
+    assert [t.type for t in two.data] == ["scatter"] * 3 and two.data[1].name == "COLAM (ECE 0.100)"
+
+
+def test_sync_figure_makes_a_view_equal_to_any_new_figure():
+    view = go.FigureWidget(figures.message("nothing yet"))
+    s = np.random.default_rng(3).dirichlet(np.ones(4), size=4)
+    for fig in (figures.soft_label_heatmap(s, highlight=1), figures.soft_label_heatmap(s.T),
+                figures.top_k_bars(s, 0), figures.message("again"), figures.soft_label_heatmap(s, highlight=2)):
+        sync_figure(view, fig)
+        assert same_figure(view, fig)
+    heat = view.data[0]
+    sync_figure(view, figures.soft_label_heatmap(s.T))          # same structure: the trace is updated in place
+    assert view.data[0] is heat and not view.layout.shapes
+
+
+def test_figure_bundle_is_small_plotly_json():
+    s = np.random.default_rng(4).dirichlet(np.ones(100), size=100)
+    bundle = wdisplay.figure_bundle(figures.soft_label_heatmap(s, title="Soft labels"))
+    assert set(bundle) == {"application/vnd.plotly.v1+json", "text/plain"}
+    spec = bundle["application/vnd.plotly.v1+json"]
+    assert spec["data"][0]["type"] == "heatmap" and bundle["text/plain"] == "<plotly figure: Soft labels>"
+    assert len(json.dumps(bundle)) < 150_000                   # 10,000 cells as a typed array, no plotly.js
+
+
+# ---------------------------------------------------------------------------
+# SoftLabelExplorer
+# ---------------------------------------------------------------------------
+
+def test_soft_label_explorer_follows_the_stage_slider_and_class_picker(tiny_runs):
+    run = tiny_runs["colam"]
+    e = SoftLabelExplorer(str(run.path))                        # a run directory, no trainer
+    assert list(e.figures()) == ["heatmap", "top_k", "drift", "own_mass"]
+    assert e.stage_slider.value == 2
+    np.testing.assert_array_equal(arr(e.figures()["heatmap"].data[0].z), run.soft_labels(2))
+    e.stage_slider.value = 1
+    figs = e.figures()
+    np.testing.assert_array_equal(arr(figs["heatmap"].data[0].z), run.soft_labels(1))
+    d = analysis.drift(analysis.soft_labels_by_stage(run), run.class_names, include_hard=True)
+    np.testing.assert_allclose(arr(figs["drift"].data[0].y), d[d["to_stage"] == "stage_1"]["tv"].to_numpy())
+    e.class_picker.value = 3
+    figs = e.figures()
+    ref = analysis.top_k_soft(run.soft_labels(1), k=5, class_names=run.class_names, include_self=True)
+    ref = ref[ref["class"] == 3]
+    assert list(figs["top_k"].data[0].x) == ref["other_name"].tolist()
+    np.testing.assert_allclose(arr(figs["top_k"].data[0].y), ref["mass"].to_numpy())
+    assert figs["heatmap"].layout.shapes[0].y0 == 2.5
+    assert figs["own_mass"].data[2].name == run.class_names[3]
+    with pytest.raises(ValueError, match="no soft labels"):
+        SoftLabelExplorer(tiny_runs["hl"])
+    with pytest.raises(ValueError, match="stage 5"):
+        SoftLabelExplorer(run, stage=5)
+
+
+def test_soft_label_explorer_live_views_and_heatmap_click(tiny_runs):
+    run = tiny_runs["colam"]
+    e = SoftLabelExplorer(run, mode="interactive")
+    e.stage_slider.value = 1
+    e.class_picker.value = 2
+    figs = e.figures()
+    assert all(same_figure(e.views[n], figs[n]) for n in figs)
+    heat = e.views["heatmap"]
+    names = run.class_names
+    heat._js2py_pointsCallback = {                             # what the front end sends on a click
+        "event_type": "plotly_click",
+        "points": {"trace_indexes": [0], "point_indexes": [[1, 3]], "xs": [names[3]], "ys": [names[1]]},
+    }
+    assert e.class_picker.value == 1
+    assert e.views["heatmap"].layout.shapes[0].y0 == 0.5 and e.views["top_k"].layout.title.text.endswith(
+        f"{names[1]} (stage 1)")
+
+
+# ---------------------------------------------------------------------------
+# RepresentationExplorer
+# ---------------------------------------------------------------------------
+
+def test_representation_explorer_template_plane_pca_and_hover_image(tiny_runs):
+    run = tiny_runs["colam"]
+    r = RepresentationExplorer(run, classes=(0, 1, 2), per_class=20, mode="interactive")
+    fig = r.figures()["projection"]
+    points, templates = analysis.template_plane_for_run(run, None, (0, 1, 2), per_class=20)
+    assert [t.name for t in fig.data] == [*run.class_names[:3], "templates"]
+    np.testing.assert_allclose(arr(fig.data[3].x), templates["x"].to_numpy())
+    np.testing.assert_allclose(arr(fig.data[3].y), templates["y"].to_numpy())
+    for c in range(3):                                       # the same numbers as analysis.template_plane_for_run
+        ref = points[points["label"] == c]
+        np.testing.assert_allclose(arr(fig.data[c].x), ref["x"].to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(arr(fig.data[c].y), ref["y"].to_numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(fig.data[c].customdata), ref["index"].to_numpy())
+
+    r.class_pickers[2].value = 3
+    r.stage_picker.value = 1
+    r.split_toggle.value = "test"
+    fig = r.figures()["projection"]
+    points, _ = analysis.template_plane_for_run(run, 1, (0, 1, 3), split="test", per_class=20)
+    assert fig.data[2].name == run.class_names[3]
+    np.testing.assert_allclose(arr(fig.data[2].x), points[points["label"] == 3]["x"].to_numpy())
+
+    r.projection_toggle.value = "pca"
+    fig = r.figures()["projection"]
+    emb = analysis.EmbeddingCache(disk=False).get(run, 1, "test", (0, 1, 3), "pca", per_class=20)
+    assert [t.name for t in fig.data] == [run.class_names[c] for c in (0, 1, 3)]
+    np.testing.assert_allclose(arr(fig.data[0].x), emb[emb["label"] == 0]["x"].to_numpy())
+    assert same_figure(r.views["projection"], fig)
+
+    view = r.views["projection"]                             # hover a point: its image appears
+    idx = int(view.data[1].customdata[4])
+    view._js2py_pointsCallback = {"event_type": "plotly_hover",
+                                  "points": {"trace_indexes": [1], "point_indexes": [4], "xs": [0], "ys": [0]}}
+    from PIL import Image
+    img = Image.open(io.BytesIO(r.image.value))
+    assert img.size == (112, 112)                            # 8x8 digits-sized images, enlarged 14x
+    expected = run.dataset().images_uint8("test", [idx])[0, ..., 0]
+    np.testing.assert_array_equal(np.asarray(img)[::14, ::14], expected)
+    assert r.image_caption.value == f"{run.class_names[1]} · test #{idx}"
+
+    r.class_pickers[1].value = 0
+    assert "three different classes" in r.note.value
+    with pytest.raises(ValueError, match="stage 7"):
+        RepresentationExplorer(run, stage=7)
+    with pytest.raises(ValueError, match="projection"):
+        RepresentationExplorer(run, projection="tsne")
+
+
+def test_png_image_enlarges_by_an_integer_factor():
+    rgb = np.random.default_rng(5).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    from PIL import Image
+    img = Image.open(io.BytesIO(png_image(rgb)))
+    assert img.size == (96, 96) and img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img)[::3, ::3], rgb)
+
+
+@pytest.mark.slow
+def test_representation_explorer_umap(tiny_runs, tmp_path):
+    run = tiny_runs["colam"]
+    cache = analysis.EmbeddingCache(disk=False)
+    r = RepresentationExplorer(run, classes=(1, 2, 3), projection="umap", per_class=30, cache=cache)
+    fig = r.figures()["projection"]
+    emb = cache.get(run, None, "train", (1, 2, 3), "umap", per_class=30)
+    assert fig.layout.xaxis.title.text == "UMAP 1" and len(cache) == 1
+    np.testing.assert_allclose(arr(fig.data[0].x), emb[emb["label"] == 1]["x"].to_numpy())
+
+
+# ---------------------------------------------------------------------------
+# RunComparison
+# ---------------------------------------------------------------------------
+
+def test_run_comparison_overlays_selected_runs(tiny_runs):
+    runs = [tiny_runs[k] for k in ("hl", "ls", "colam")]
+    c = RunComparison(runs, mode="interactive")
+    figs = c.figures()
+    assert list(figs) == ["curves", "results", "template_distances"]
+    assert len(figs["curves"].data) == 12
+    cells = figs["results"].data[0].cells.values
+    assert list(cells[0]) == ["hl", "ls", "colam"]
+    assert list(cells[1]) == [f"{r.summary['test_acc']:.4f}" for r in runs]
+    dist = figs["template_distances"].data[0].cells.values
+    ref = analysis.template_distances_for_run(tiny_runs["ls"], classes=[0, 1, 2])
+    names = runs[0].class_names
+    assert dist[0][0] == f"{names[0]} – {names[1]}" and dist[2][1] == f"{ref.iloc[0, 2]:.3f}"
+
+    c.run_picker.value = ("colam", "hl")
+    c.class_picker.value = (3, 1)
+    figs = c.figures()
+    assert [t.name for t in figs["curves"].data][::4] == ["hl train_loss", "colam train_loss"]
+    ref = analysis.template_distances_for_run(tiny_runs["colam"], classes=[1, 3])
+    assert figs["template_distances"].data[0].cells.values[0] == [f"{names[1]} – {names[3]}"]
+    assert figs["template_distances"].data[0].cells.values[2] == [f"{ref.iloc[0, 1]:.3f}"]
+    assert all(same_figure(c.views[n], figs[n]) for n in figs)
+    c.run_picker.value = ()
+    assert c.figures()["results"].layout.annotations[0].text == "no runs selected"
+
+
+def test_run_comparison_opens_a_folder_of_runs_and_groups_by_method(tiny_runs):
+    root = tiny_runs["colam"].path.parent
+    c = RunComparison(root, group_by="method")
+    assert set(c.runs) == {"colam", "hl", "ls"}
+    cells = c.figures()["results"].data[0].cells.values
+    assert sorted(cells[0]) == ["colam", "hl", "ls"]
+    with pytest.raises(ValueError, match="group_by"):
+        RunComparison(root, group_by="dataset")
+
+
+# ---------------------------------------------------------------------------
+# StageStepper
+# ---------------------------------------------------------------------------
+
+class Gate:
+    """A trainer listener that holds training at its first batch until released."""
+
+    def __init__(self):
+        self.reached, self.release = threading.Event(), threading.Event()
+        self.thread = None
+
+    def __call__(self, ev):
+        if ev.kind == "batch" and not self.reached.is_set():
+            self.thread = threading.current_thread()
+            self.reached.set()
+            assert self.release.wait(30)
+
+
+def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
+    s = StageStepper(Config(method="colam", epochs=4, stages=2, **TINY), out=tmp_path / "r", mode="interactive")
+    try:
+        assert s.figures()["soft_labels"].layout.annotations[0].text.startswith("No soft labels yet")
+        assert all(len(t.x) == 0 for t in s.figures()["curves"].data)
+        gate = Gate()
+        s.trainer.subscribe(gate)
+        s.next_button.click()
+        assert gate.reached.wait(30)
+        assert s.running and s.next_button.disabled and s.all_button.disabled and not s.stop_button.disabled
+        assert gate.thread is not threading.main_thread()          # the click returned while training runs
+        s.next_button.click()                                   # a double click starts nothing more
+        s.all_button.click()
+        gate.release.set()
+        assert s.wait(60)
+        assert len(s.trainer.history) == 2 and s.trainer.current_stage == 2
+        figs = s.figures()
+        np.testing.assert_array_equal(arr(figs["soft_labels"].data[0].z), s.trainer.soft_label_history["stage_1"])
+        assert [len(t.x) for t in figs["curves"].data] == [2, 2, 2, 2]
+        assert same_figure(s.views["soft_labels"], figs["soft_labels"])
+        assert same_figure(s.views["curves"], figs["curves"])
+        assert not s.next_button.disabled and s.stop_button.disabled and s.error is None
+        assert "Next: stage 2 of 2" in s.status.value
+
+        s.all_button.click()
+        assert s.wait(60) and s.trainer.done
+        assert s.next_button.disabled and s.all_button.disabled and "Finished all 2 stages" in s.status.value
+        assert s.progress.value == s.progress.max == 4 * 8
+        assert len(s.figures()["curves"].layout.shapes) == 2
+    finally:
+        s.close()
+
+
+def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
+    s = StageStepper(Config(method="colam", epochs=4, stages=2, **TINY), out=tmp_path / "r", mode="interactive")
+    try:
+        def boom():
+            raise RuntimeError("the data went away")
+        monkeypatch.setattr(s.trainer, "run_stage", boom)
+        s.next_button.click()
+        assert s.wait(30)
+        assert isinstance(s.error, RuntimeError)
+        assert "RuntimeError: the data went away" in s.error_area.value and "Failed" in s.status.value
+        assert not s.next_button.disabled and s.stop_button.disabled
+    finally:
+        s.close()
+
+    with Trainer(Config(method="colam", epochs=4, stages=2, **TINY), out=tmp_path / "r2") as t:
+        static = StageStepper(t, mode="static")
+        monkeypatch.setattr(t, "run", boom)
+        with pytest.raises(RuntimeError, match="went away"):   # static mode: shown and raised
+            static.run_all()
+        assert "went away" in static.error_area.value and not static.running
+
+
+def test_stage_stepper_stop_leaves_a_resumable_run(tmp_path):
+    cfg = Config(method="colam", epochs=2, stages=2, **TINY)
+    s = StageStepper(cfg, out=tmp_path / "r", mode="interactive")
+    gate = Gate()
+    s.trainer.subscribe(gate)
+    s.all_button.click()
+    assert gate.reached.wait(30)
+    s.stop_button.click()
+    gate.release.set()
+    assert s.wait(60)
+    assert not s.trainer.done and s.trainer.epoch == 0
+    assert "Stopped in stage 1, epoch 1, after batch 1" in s.status.value
+    assert not s.next_button.disabled and s.error is None
+    s.close()
+
+    resumed = StageStepper(cfg, out=tmp_path / "r", mode="static")   # a new session resumes the same run
+    try:
+        resumed.run_all()
+        assert resumed.trainer.done and len(resumed.trainer.history) == 2
+    finally:
+        resumed.close()
+    run = load_run(tmp_path / "r")
+    assert run.finished and run.soft_label_keys() == ["stage_1"] and run.history["epoch"].tolist() == [1, 2]
+
+
+def test_stage_stepper_static_mode_runs_synchronously(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+
+    def plotly_types():
+        return [o["application/vnd.plotly.v1+json"]["data"][0]["type"] for o in shown if isinstance(o, dict)]
+
+    s = StageStepper(Config(method="colam", epochs=2, stages=2, **TINY), out=tmp_path / "r")
+    try:
+        assert s.mode == "static" and s.widget is None
+        s.show()                                              # nothing trained yet: just the status line
+        assert len(shown) == 1 and "Next: stage 1 of 2" in shown[0].data
+        assert s.run_stage() is s                             # trains here; a cell ending in it shows the stepper
+        assert len(s.trainer.history) == 1 and not s.running and len(shown) == 1
+        shown.clear()
+        s.show()
+        assert plotly_types() == ["scatter", "heatmap"] and "Next: stage 2 of 2" in shown[0].data
+        assert s.run_all() is s and s.trainer.done
+        shown.clear()
+        s.show()
+        assert "Finished all 2 stages" in shown[0].data and plotly_types() == ["scatter", "heatmap"]
+    finally:
+        s.close()
+
+
+def test_static_display_emits_plotly_json_only(tiny_runs, monkeypatch):
+    import IPython.display
+
+    out = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: out.append((obj, raw)))
+    SoftLabelExplorer(tiny_runs["colam"]).show()
+    assert len(out) == 4 and all(raw and "application/vnd.plotly.v1+json" in o for o, raw in out)
+    assert [o["application/vnd.plotly.v1+json"]["data"][0]["type"] for o, _ in out] == ["heatmap", "bar", "bar",
+                                                                                          "scatter"]
+
+
+def test_show_displays_figures_as_small_plotly_json(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    table = pd.DataFrame({"a": [1]})
+    workbench.show(figures.message("hello"), table)
+    (bundle, raw), (other, raw2) = shown
+    assert raw and set(bundle) == {"application/vnd.plotly.v1+json", "text/plain"}
+    assert other is table and not raw2
+
+
+def test_top_level_api():
+    assert set(workbench.__all__) == {"StageStepper", "SoftLabelExplorer", "RepresentationExplorer", "RunComparison",
+                                      "figures", "show", "display_mode", "set_display_mode"}
+    assert workbench.__doc__.startswith("Interactive widgets and plotly figures for COLAM runs")
