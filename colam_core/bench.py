@@ -526,16 +526,27 @@ def memory_probe(args_list: list[str], timeout: float = 900) -> dict:
     return json.loads(lines[-1])
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM belongs to the process image, while ru_maxrss
+    survives fork + exec and would report the (larger) launching benchmark process instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def _memory_probe_main(args) -> None:
     """Load the data at --data-root, train a few batches, run one COLAM update pass over all training images,
     and print the peak RSS (plus the RSS of the bare imports, for scale)."""
-    import resource
-
     from .methods import StepContext
     from .trainer import Trainer
 
     t0 = time.perf_counter()
-    imports_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # torch, torchvision, colam_core
+    imports_bytes = _peak_rss_bytes()  # torch, torchvision, colam_core
     work = Path(tempfile.mkdtemp(prefix="colam_mem_"))
     try:
         cfg = _config(args, Path(args.data_root), method="colam", epochs=4, stages=4)
@@ -556,8 +567,7 @@ def _memory_probe_main(args) -> None:
             soft = tr.method.stage_end(tr._infer, tr.data, ctx)
             pass_s = time.perf_counter() - t1
             num_train = tr.info.num_train
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        print(json.dumps({"peak_rss_bytes": peak_kib * 1024, "imports_rss_bytes": imports_kib * 1024,
+        print(json.dumps({"peak_rss_bytes": _peak_rss_bytes(), "imports_rss_bytes": imports_bytes,
                           "train_images": num_train, "training_batches": n, "update_pass_images": num_train,
                           "update_pass_seconds": pass_s, "soft_labels_shape": list(soft.shape),
                           "seconds": time.perf_counter() - t0}))
