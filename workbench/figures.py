@@ -441,7 +441,7 @@ def _table(header: Sequence[str], columns: Sequence[Sequence[Any]], title: str |
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#e8edf5", align="left"),
         cells=dict(values=[list(c) for c in columns], align=list(align) if align else "left", height=24),
     ))
-    return _base_layout(fig, title, height or min(120 + 26 * n_rows, 700))
+    return _base_layout(fig, title, height or min(160 + 28 * n_rows, 760))  # room for wrapped headers
 
 
 def _fmt(v: Any, decimals: int) -> str:
