@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .errors import ConfigError
+
 METHODS = ("hl", "ls", "cp", "dl", "colam", "ols", "cskd", "lr", "fixed")
 SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("auto", "crop_flip", "crop", "flip", "none")
@@ -26,17 +28,6 @@ PRESETS = ("paper",)
 # Default number of stages per method: COLAM updates its labels at stage ends,
 # Label Refinery trains two generations, every other method is one stage.
 DEFAULT_STAGES = {"colam": 4, "lr": 2}
-
-
-class ConfigError(ValueError):
-    """A bad option value: names the option, the value and what is allowed."""
-
-    def __init__(self, option: str, value: Any, allowed: str):
-        self.option, self.value, self.allowed = option, value, allowed
-        super().__init__(f"{option}: invalid value {value!r}; allowed: {allowed}")
-
-    def __reduce__(self):  # picklable (sent between data-parallel ranks)
-        return (type(self), (self.option, self.value, self.allowed))
 
 
 @dataclass

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import DataError
+
 __all__ = [
     "DATASETS",
     "AUGMENTS",
@@ -107,10 +109,6 @@ DEFAULT_IMAGE_SIZE = 224
 
 # native sizes of the in-memory datasets (image_size must match if given)
 _NATIVE_SIZE = {"digits": 8, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "synthetic": 8}
-
-
-class DataError(ValueError):
-    """A problem with a dataset, its files, or the arguments used to load / batch it."""
 
 
 @dataclass

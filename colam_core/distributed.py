@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import DistributedError
+
 #: keys of a method's state_dict that hold per-rank accumulators (summed over ranks when a
 #: checkpoint is written; rank 0 resumes with the global sums, the other ranks with zeros)
 ADDITIVE_STATE_KEYS = ("sums", "counts")
@@ -36,10 +38,6 @@ ADDITIVE_STATE_KEYS = ("sums", "counts")
 STOP_SYNC_EVERY = 10
 
 _NO_BAD = -1
-
-
-class DistributedError(RuntimeError):
-    """Data-parallel training cannot start or go on (bad launch, a rank that cannot see the run directory)."""
 
 
 def env_world_size() -> int:

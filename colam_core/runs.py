@@ -39,12 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import RunError
+
 HISTORY_COLUMNS = ["epoch", "stage", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
                    "images_per_s"]
-
-
-class RunError(RuntimeError):
-    """A run directory that cannot be used as asked (missing, locked, another configuration, corrupt)."""
 
 
 # ----------------------------------------------------------------------------- fault injection (tests)

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import TrainingError
+
 from . import distributed as _dist
 from .config import Config, ConfigError
 from .data import load_dataset
@@ -39,10 +41,6 @@ from .models import build_model
 from .runs import FAULT, RunDir, RunError, fault_point, versions
 
 CHECK_FINITE_EVERY = 50
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
 # ----------------------------------------------------------------------------- events
