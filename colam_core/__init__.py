@@ -4,19 +4,23 @@
     summary = train(dataset="digits", method="colam", epochs=12, stages=4, T=1.5, out="runs/demo")
     run = load_run("runs/demo"); run.soft_labels(1)
 
-Never imports workbench, ipywidgets or plotly.
+Never imports workbench, ipywidgets or plotly. The names below load on first use (PEP 562), so importing a light
+module (`colam_core.metrics`, `colam_core.errors`) does not import torch.
 """
-from .config import Config, ConfigError
-from .runs import Run, RunError, load_run
+import importlib
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):  # the trainer pulls in torch models and data: import it on first use
-    if name in ("Trainer", "train", "TrainingError", "pick_device"):
-        from . import trainer
-        return getattr(trainer, name)
-    raise AttributeError(name)
+_EXPORTS = {
+    "Config": "config", "ConfigError": "errors", "RunError": "errors", "TrainingError": "errors",
+    "Run": "runs", "load_run": "runs", "Trainer": "training", "train": "training", "pick_device": "training",
+}
 
 
-__all__ = ["Config", "ConfigError", "Run", "RunError", "load_run", "Trainer", "train", "TrainingError", "pick_device"]
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'colam_core' has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

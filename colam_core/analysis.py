@@ -28,8 +28,7 @@ Sweeps and the paper's comparison tables live in ``colam_core.sweeps``
 (``Sweep``, ``interval_peers_grid``, ``temperature_sweep``, ``methods_seeds``,
 ``grid_table``, ``temperature_table``, ``methods_table``); the expected
 accuracy of soft-label checkpoints (paper Fig. 1b), which trains, is
-``sweeps.expected_accuracy`` and is re-exported here as
-``analysis.expected_accuracy``. ``results_table`` below is the mean ± std
+``sweeps.expected_accuracy`` (analysis never trains). ``results_table`` below is the mean ± std
 table those build on.
 """
 
@@ -47,7 +46,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .sweeps import expected_accuracy  # re-export (paper Fig. 1b); sweeps imports analysis only lazily
+from . import metrics as _metrics
+from .metrics import expected_calibration_error
+from .runs import stage_number
+
 
 __all__ = [
     # features and sampling
@@ -81,8 +83,6 @@ __all__ = [
     # curves and tables
     "learning_curves",
     "results_table",
-    # expected accuracy of soft-label checkpoints (COLAM Fig. 1b; defined in colam_core.sweeps)
-    "expected_accuracy",
 ]
 
 _EPS = 1e-12
@@ -117,18 +117,8 @@ def _run_class_names(run: Any) -> list[str] | None:
 
 
 def _stage_number(stage: int | str | None) -> int | None:
-    """Normalize a stage given as ``3``, ``"3"`` or ``"stage_3"`` to ``3``; None stays None."""
-    if stage is None:
-        return None
-    if isinstance(stage, (int, np.integer)):
-        return int(stage)
-    s = str(stage)
-    if s.startswith("stage_"):
-        s = s[len("stage_"):]
-    try:
-        return int(s)
-    except ValueError:
-        raise ValueError(f"stage must be an int, 'K' or 'stage_K' (or None for the latest); got {stage!r}") from None
+    """``3``, ``"3"`` or ``"stage_3"`` -> ``3`` (runs.stage_number); None (the latest) stays None."""
+    return None if stage is None else stage_number(stage)
 
 
 def _l2_normalize(a: np.ndarray) -> np.ndarray:
@@ -556,48 +546,10 @@ def adt_adc_for_run(run: Any, stage: int | str | None = None, classes: Sequence[
 # calibration
 # ---------------------------------------------------------------------------
 
-def _conf_correct(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _np(probs)
-    y = _np(labels, dtype=np.int64).ravel()
-    if p.ndim != 2 or p.shape[0] != y.shape[0]:
-        raise ValueError(f"probs must be (N, C) with N = len(labels); got {p.shape} and {y.shape}")
-    return p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
-
-
 def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> pd.DataFrame:
-    """Reliability diagram data: equal-width confidence bins ``(lower, upper]`` on [0, 1].
-
-    Confidence is the top predicted probability, accuracy whether the top
-    class is the label. Returns one row per bin (empty bins included, with
-    NaN confidence/accuracy and count 0): bin_lower, bin_upper, confidence
-    (mean), accuracy (mean), count.
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1; got {n_bins}")
-    conf, correct = _conf_correct(probs, labels)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin k holds edges[k] < conf <= edges[k+1] (confidence 0 goes to the first bin)
-    which = np.clip(np.searchsorted(edges[1:-1], conf, side="left"), 0, n_bins - 1)
-    count = np.bincount(which, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(which, weights=conf, minlength=n_bins) / count
-        mean_acc = np.bincount(which, weights=correct, minlength=n_bins) / count
-    return pd.DataFrame({
-        "bin_lower": edges[:-1], "bin_upper": edges[1:],
-        "confidence": np.where(count > 0, mean_conf, np.nan),
-        "accuracy": np.where(count > 0, mean_acc, np.nan),
-        "count": count.astype(np.int64),
-    })
-
-
-def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """Expected calibration error (Guo et al. 2017): sum over bins of (n_bin / N) |acc - conf|."""
-    bins = reliability_bins(probs, labels, n_bins)
-    n = bins["count"].sum()
-    if n == 0:
-        return float("nan")
-    used = bins[bins["count"] > 0]
-    return float((used["count"] / n * (used["accuracy"] - used["confidence"]).abs()).sum())
+    """``metrics.reliability_bins`` as a DataFrame: one row per bin (bin_lower, bin_upper, confidence,
+    accuracy, count)."""
+    return pd.DataFrame(_metrics.reliability_bins(probs, labels, n_bins))
 
 
 def predict_probs(run: Any, stage: int | str | None = None, split: str = "test",

@@ -21,7 +21,14 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import Config, ConfigError, field_kinds, parse_value
+from .config import Config, field_kinds, parse_value
+from .data import DATASETS
+from .distributed import env_world_size, launched_rank
+from .errors import ConfigError, DataError, DistributedError, RunError, TrainingError
+from .methods import available_methods
+from .models import available_models
+from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, read_json
+from .training import Trainer
 
 NO_FLAG = {"extra"}
 
@@ -57,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="JSON", help="read options from a JSON file (flags override it)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     defaults = Config()
-    for name, kind in _field_kinds().items():
+    for name in _field_kinds():
         t.add_argument(_flag(name), dest=name, default=None, metavar="VALUE",
                        help=f"default: {getattr(defaults, name)!r}")
     s = sub.add_parser("show", help="print a run directory's configuration, last epochs and summary")
@@ -74,12 +81,11 @@ def _config_from_args(args) -> tuple[Config, Path | None]:
     if args.from_stage is not None and args.from_stage < 1:
         raise ConfigError("from_stage", args.from_stage, "a stage number >= 1")
     if args.resume:
-        from .runs import RunError, _read_json
-        cfg_path = Path(args.resume) / "config.json"
+        cfg_path = Path(args.resume) / CONFIG_FILE
         if not cfg_path.is_file():
             raise RunError(f"--resume {args.resume}: not a run directory (no config.json); "
                            "pass the --out folder of an earlier training run")
-        values = _read_json(cfg_path, "config.json").get("config")
+        values = read_json(cfg_path, CONFIG_FILE).get("config")
         if not isinstance(values, dict):
             raise RunError(f"--resume {args.resume}: {cfg_path} has no 'config' object; it was not written by "
                            "training")
@@ -99,7 +105,6 @@ def _config_from_args(args) -> tuple[Config, Path | None]:
         if raw is not None:
             given[name] = _convert(name, raw, kind)
     if args.resume and given:
-        from .runs import RunError
         raise RunError(f"--resume {args.resume} continues that run with its own configuration; do not pass "
                        f"options ({', '.join(_flag(k) for k in given)})")
     values.update(given)
@@ -109,26 +114,23 @@ def _config_from_args(args) -> tuple[Config, Path | None]:
 
 def _say(*a, **kw) -> None:
     """Print on rank 0 only (every rank of a data-parallel run executes the CLI)."""
-    from .distributed import launched_rank
     if launched_rank() == 0:
         print(*a, **kw)
 
 
 def _resume_command(out) -> str:
-    from .distributed import env_world_size
     launcher = ("python -m colam_core" if env_world_size() <= 1
                 else f"torchrun --nproc_per_node={env_world_size()} -m colam_core")
     return f"{launcher} train --resume {out}"
 
 
 def cmd_train(args) -> int:
-    from .trainer import Trainer
     cfg, out = _config_from_args(args)
     cfg.validate()  # before any data is loaded
     trainer = Trainer(cfg, out=out, progress=not args.quiet, from_stage=args.from_stage)
     args._out = trainer.out
     with trainer:
-        if trainer.done and trainer.summary is None and (trainer.out / "summary.json").exists():
+        if trainer.done and trainer.summary is None and (trainer.out / SUMMARY_FILE).exists():
             _say(f"{trainer.out} is already finished")
         summary = trainer.run()
         if summary is None:
@@ -140,7 +142,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .runs import load_run
     run = load_run(args.run_dir)
     c = run.config
     print(f"{run.path}: {c['method']} on {c['dataset']} with {c['model']}, {c['epochs']} epochs, "
@@ -156,12 +157,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .config import METHODS
-    from .data import DATASETS
-    from .models import available_models
     print("datasets:", ", ".join(DATASETS))
     print("models:  ", ", ".join(available_models()))
-    print("methods: ", ", ".join(METHODS))
+    print("methods: ", ", ".join(available_methods()))
     return 0
 
 
@@ -176,10 +174,6 @@ def _one_line(msg: str) -> str:
 
 
 def main(argv: typing.Sequence[str] | None = None) -> int:
-    from .data import DataError
-    from .distributed import DistributedError, env_world_size
-    from .runs import RunError
-    from .trainer import TrainingError
     args = build_parser().parse_args(argv)
 
     def err(msg):

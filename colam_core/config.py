@@ -14,9 +14,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from . import data as _data
+from . import models as _models
+from .errors import ConfigError, DataError
+from .methods import available_methods
+from .runs import FINGERPRINT_EXCLUDED, load_soft_label_matrix
 
-METHODS = ("hl", "ls", "cp", "dl", "colam", "ols", "cskd", "lr", "fixed")
 SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("auto", "crop_flip", "crop", "flip", "none")
 AVERAGES = ("logits", "probs")
@@ -106,9 +109,6 @@ class Config:
     # ------------------------------------------------------------------
     def validate(self) -> "Config":
         """Check every option; raise ConfigError on the first bad one. Cheap: loads nothing."""
-        from . import data as _data
-        from . import models as _models
-
         def choice(opt, allowed):
             v = getattr(self, opt)
             if v not in allowed:
@@ -139,7 +139,7 @@ class Config:
 
         choice("dataset", _data.DATASETS)
         choice("model", _models.available_models())
-        choice("method", METHODS)
+        choice("method", available_methods())
         choice("schedule", SCHEDULES)
         choice("augment", AUGMENTS)
         choice("average", AVERAGES)
@@ -216,7 +216,6 @@ class Config:
         if self.fixed_targets is not None and not isinstance(self.fixed_targets, str):
             raise ConfigError("fixed_targets", self.fixed_targets, "'RUN_DIR:stage_K' or a path to an .npy/.npz file")
         if self.method == "fixed":
-            from .methods import load_soft_label_matrix
             load_soft_label_matrix(self.fixed_targets)  # exists, numeric, square: else ConfigError
         _data.check_dataset_args(self.dataset, self.data_root, self.download)
         return self
@@ -255,8 +254,7 @@ class Config:
     def fingerprint(self) -> dict:
         """The options that define what a run computes (a resumed run must match them)."""
         d = self.to_dict()
-        for k in ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
-                  "download", "extra"):
+        for k in FINGERPRINT_EXCLUDED:
             d.pop(k, None)
         return json.loads(json.dumps(d))
 
@@ -348,18 +346,12 @@ def validate_params(params: Mapping[str, Any]) -> Config:
             raise ConfigError(str(name), value, f"{hint}a configuration option: {', '.join(sorted(kinds))}")
         values[name] = _coerce_param(name, value, kinds[name])
     cfg = Config.from_dict(values)
-    from .data import DataError
     try:
         return cfg.validate()
     except DataError as e:
-        option = "dataset" if cfg.dataset not in _dataset_names() else "data_root"
+        option = "dataset" if cfg.dataset not in _data.DATASETS else "data_root"
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise ConfigError(option, getattr(cfg, option), msg) from None
-
-
-def _dataset_names():
-    from .data import DATASETS
-    return DATASETS
 
 
 def paper_recipe(model: str = "preact_resnet34") -> dict:

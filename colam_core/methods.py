@@ -20,14 +20,19 @@ generation) and its run records that it cost two trainings.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config, ConfigError
+from .data import make_pair_batch_sampler
+from .errors import ConfigError
+from .runs import load_soft_label_matrix
+
+if TYPE_CHECKING:  # methods read a validated Config; config checks method names against METHOD_CLASSES
+    from .config import Config
 
 SEED_MIX = 1_000_003
 
@@ -41,6 +46,8 @@ class StepContext:
     seed: int
     num_stages: int
     last_epoch_of_stage: bool
+    #: sums tensors over data-parallel ranks in place (the training strategy's reduce; identity on one device)
+    reduce: Callable = field(default=lambda *tensors: None, repr=False)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         g = torch.Generator()
@@ -59,14 +66,6 @@ def class_statistics(values: torch.Tensor, labels: torch.Tensor, num_classes: in
     sums.index_add_(0, labels, values.double())
     counts = torch.bincount(labels, minlength=num_classes).double()
     return sums, counts
-
-
-def _all_reduce(*tensors):
-    """Sum tensors over DDP ranks (no-op without torch.distributed)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        for t in tensors:
-            dist.all_reduce(t)
 
 
 class Method:
@@ -219,8 +218,8 @@ class COLAM(Method):
         z = logits.float()
         return z if self.cfg.average == "logits" else F.softmax(z / self.T, 1)
 
-    def _finish(self, sums, counts) -> np.ndarray:
-        _all_reduce(sums, counts)
+    def _finish(self, sums, counts, reduce) -> np.ndarray:
+        reduce(sums, counts)
         mean = sums / counts.clamp_min(1)[:, None]
         soft = F.softmax(mean / self.T, 1) if self.cfg.average == "logits" else mean
         soft = soft / soft.sum(1, keepdim=True)
@@ -265,14 +264,14 @@ class COLAM(Method):
         if self.cfg.update == "online":
             sums, counts = self._sums, self._counts
             self._sums = self._counts = None
-            return self._finish(sums, counts)
+            return self._finish(sums, counts, ctx.reduce)
         sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
         counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
         for x, y, _ in data.eval_batches("train", self.cfg.eval_batch_size, indices=self.peer_indices(ctx.stage)):
             s, c = class_statistics(self._values(infer(x)), y.to(self.device), self.C)
             sums += s
             counts += c
-        return self._finish(sums, counts)
+        return self._finish(sums, counts, ctx.reduce)
 
     @property
     def soft_labels(self):
@@ -324,7 +323,7 @@ class OnlineLabelSmoothing(Method):
         return loss, logits, y
 
     def on_epoch_end(self, ctx):
-        _all_reduce(self._sums, self._counts)
+        ctx.reduce(self._sums, self._counts)
         seen = self._counts > 0
         self.soft[seen] = (self._sums[seen] / self._counts[seen, None]).float()
         self._reset()
@@ -347,7 +346,6 @@ class ClassWiseSelfKD(Method):
     name = "cskd"
 
     def batch_sampler(self):
-        from .data import make_pair_batch_sampler
         return make_pair_batch_sampler(self.train_labels.cpu())
 
     def loss(self, logits, y, idx, ctx):
@@ -378,9 +376,9 @@ class LabelRefinery(Method):
         if ctx.stage >= ctx.num_stages:
             return None
         targets = torch.zeros(len(self.train_labels), self.C, device=self.device)
-        for x, y, idx in data.eval_batches("train", self.cfg.eval_batch_size):
+        for x, _, idx in data.eval_batches("train", self.cfg.eval_batch_size):
             targets[idx.to(self.device)] = F.softmax(infer(x).float(), 1)
-        _all_reduce(targets)  # data-parallel: each rank filled its share of the rows, the rest are zeros
+        ctx.reduce(targets)  # data-parallel: each rank filled its share of the rows, the rest are zeros
         self.targets = targets
         sums, counts = class_statistics(targets, self.train_labels, self.C)
         return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
@@ -411,36 +409,6 @@ def build_method(cfg: Config, num_classes: int, train_labels: torch.Tensor, devi
         raise ConfigError("method", cfg.method, ", ".join(METHOD_CLASSES)) from None
     return cls(cfg, num_classes, train_labels, device)
 
-
-def load_soft_label_matrix(spec: str) -> np.ndarray:
-    """Read a C x C matrix from 'RUN_DIR:stage_K', 'file.npz:key', 'file.npz' (single array) or 'file.npy'.
-    Files are read without pickle."""
-    import os
-    path, _, key = spec.rpartition(":") if ":" in spec and not os.path.exists(spec) else (spec, "", "")
-    if os.path.isdir(path):
-        path = os.path.join(path, "soft_labels.npz")
-    if not os.path.isfile(path):
-        raise ConfigError("fixed_targets", spec, "'RUN_DIR:stage_K' or an existing .npy/.npz file")
-    try:
-        if path.endswith(".npy"):
-            m = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                if not key:
-                    if len(names) != 1:
-                        raise ConfigError("fixed_targets", spec, f"FILE:KEY with KEY one of {', '.join(names)}")
-                    key = names[0]
-                if key not in names:
-                    raise ConfigError("fixed_targets", spec, f"a key of {path}: {', '.join(names) or '(none)'}")
-                m = z[key]
-    except (ValueError, OSError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError("fixed_targets", spec, f"a readable numeric .npy/.npz file ({e})") from None
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
-        raise ConfigError("fixed_targets", spec, f"a finite square C x C matrix (got shape {m.shape})")
-    return m.astype(np.float32)
 
 
 def available_methods() -> Iterable[str]:

@@ -34,12 +34,112 @@ import tempfile
 import warnings
 from functools import cached_property
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .errors import RunError
+from .data import DatasetInfo, load_dataset
+from .errors import ConfigError, RunError
+from .models import build_model
+
+# ----------------------------------------------------------------------------- vocabulary
+CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE = "config.json", "history.csv", "soft_labels.npz", "summary.json"
+CHECKPOINT_DIR, LAST_CHECKPOINT = "checkpoints", "last.pt"
+
+#: options that never change what a run computes: outside the fingerprint a resumed run must match
+FINGERPRINT_EXCLUDED = ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
+                        "download", "extra")
+_FIRST = ("dataset", "model", "method")  # the options that say most about a run, named first in a difference
+
+
+def stage_key(stage) -> str:
+    """``3``, ``"3"`` or ``"stage_3"`` -> ``"stage_3"``, the name of a soft-label update and a stage checkpoint."""
+    return f"stage_{stage_number(stage)}"
+
+
+def stage_number(stage) -> int:
+    """``3``, ``"3"`` or ``"stage_3"`` -> ``3``; anything else is a ValueError naming the value."""
+    if isinstance(stage, (int, np.integer)) and not isinstance(stage, bool) and stage >= 0:
+        return int(stage)
+    s = str(stage)
+    s = s[len("stage_"):] if s.startswith("stage_") else s
+    if s.isdigit():
+        return int(s)
+    raise ValueError(f"stage must be K or 'stage_K' (K a whole number); got {stage!r}")
+
+
+def is_stage_key(key: str) -> bool:
+    return isinstance(key, str) and key.startswith("stage_") and key[6:].isdigit()
+
+
+def _file_stage(p: Path) -> int:
+    """K of checkpoints/stage_K.pt, or -1 for a file of another name."""
+    tail = p.stem.split("_")[-1]
+    return int(tail) if p.stem.startswith("stage_") and tail.isdigit() else -1
+
+
+def fingerprint_diff(theirs: Mapping, ours: Mapping) -> list[str]:
+    """Options that differ, the ones that say most about a run first (dataset, model, method), then by name."""
+    diff = [k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)]
+    return sorted(diff, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
+
+
+def describe_difference(theirs: Mapping, ours: Mapping, there: str = "there", here: str = "here") -> str | None:
+    """``"T: 1.5 there, 2.0 here"`` for the first option that differs, or None when the fingerprints agree."""
+    diff = fingerprint_diff(theirs, ours)
+    if not diff:
+        return None
+    k = diff[0]
+    return f"{k}: {theirs.get(k)!r} {there}, {ours.get(k)!r} {here}"
+
+
+def dataset_kwargs(config: Mapping, device="cpu") -> dict:
+    """The keyword arguments of ``data.load_dataset`` that a run's configuration (a dict) asks for."""
+    c = config
+    return dict(data_root=c.get("data_root"), download=bool(c.get("download", False)), device=device,
+                train_limit=c.get("train_limit"), test_limit=c.get("test_limit"), image_size=c.get("image_size"),
+                num_workers=c.get("num_workers", 0), seed=c.get("seed", 0))
+
+
+def split_soft_label_spec(spec: str) -> tuple[str, str]:
+    """``'RUN_DIR:stage_K'`` or ``'file.npz:key'`` -> (path, key); a path that exists as given has no key."""
+    if ":" in spec and not os.path.exists(spec):
+        path, _, key = spec.rpartition(":")
+        return path, key
+    return spec, ""
+
+
+def load_soft_label_matrix(spec: str) -> np.ndarray:
+    """Read a C x C matrix from 'RUN_DIR:stage_K', 'file.npz:key', 'file.npz' (single array) or 'file.npy'.
+    Files are read without pickle; a bad spec is a ConfigError on ``fixed_targets``."""
+    path, key = split_soft_label_spec(spec)
+    if os.path.isdir(path):
+        path = os.path.join(path, SOFT_LABELS_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError("fixed_targets", spec, "'RUN_DIR:stage_K' or an existing .npy/.npz file")
+    try:
+        if path.endswith(".npy"):
+            m = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.files)
+                if not key:
+                    if len(names) != 1:
+                        raise ConfigError("fixed_targets", spec, f"FILE:KEY with KEY one of {', '.join(names)}")
+                    key = names[0]
+                if key not in names:
+                    raise ConfigError("fixed_targets", spec, f"a key of {path}: {', '.join(names) or '(none)'}")
+                m = z[key]
+    except (ValueError, OSError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError("fixed_targets", spec, f"a readable numeric .npy/.npz file ({e})") from None
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
+        raise ConfigError("fixed_targets", spec, f"a finite square C x C matrix (got shape {m.shape})")
+    return m.astype(np.float32)
+
 
 HISTORY_COLUMNS = ["epoch", "stage", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
                    "images_per_s"]
@@ -219,8 +319,7 @@ class RunDir:
         """The resumable training state stored in checkpoints/stage_K.pt (the end of stage K)."""
         p = self.ckpt_dir / f"stage_{stage}.pt"
         if not p.exists():
-            have = sorted(int(q.stem.split("_")[1]) for q in self.ckpt_dir.glob("stage_*.pt")
-                          if q.stem.split("_")[1].isdigit())
+            have = sorted(k for k in map(_file_stage, self.ckpt_dir.glob("stage_*.pt")) if k >= 0)
             raise RunError(f"--from-stage {stage}: {p} does not exist; stages with a checkpoint: "
                            f"{', '.join(map(str, have)) or 'none'}")
         st = load_checkpoint(p, hint_dir=self.ckpt_dir)
@@ -233,10 +332,10 @@ class RunDir:
         p = self.path / "config.json"
         if not p.exists():
             return None
-        return _read_json(p, "config.json")
+        return read_json(p, "config.json")
 
 
-def _read_json(p: Path, what: str) -> dict:
+def read_json(p: Path, what: str) -> dict:
     try:
         d = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -248,16 +347,11 @@ def _read_json(p: Path, what: str) -> dict:
     return d
 
 
-def _stage_number(p: Path) -> int:
-    tail = p.stem.split("_")[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
 def _resume_hint(path: Path, hint_dir: Path) -> str:
     """Name the newest intact stage checkpoint to resume from instead of the unreadable `path`."""
     run_dir = hint_dir.parent if hint_dir.name == "checkpoints" else hint_dir
-    stages = sorted((p for p in hint_dir.glob("stage_*.pt") if p != path and _stage_number(p) >= 0),
-                    key=_stage_number, reverse=True)
+    stages = sorted((p for p in hint_dir.glob("stage_*.pt") if p != path and _file_stage(p) >= 0),
+                    key=_file_stage, reverse=True)
     for p in stages:
         try:
             with warnings.catch_warnings():
@@ -265,7 +359,7 @@ def _resume_hint(path: Path, hint_dir: Path) -> str:
                 st = torch.load(p, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - damaged too: try the one before
             continue
-        k = _stage_number(p)
+        k = _file_stage(p)
         if isinstance(st, dict) and isinstance(st.get("resume"), dict):
             return (f"; the newest intact stage checkpoint is {p}: resume from the end of stage {k} with "
                     f"`python -m colam_core train --resume {run_dir} --from-stage {k}`, or start a new run")
@@ -313,7 +407,7 @@ class Run:
         if not (self.path / "config.json").is_file():
             raise RunError(f"{self.path} is not a run directory (no config.json); "
                            "pass the --out folder of a training run")
-        self.resolved = _read_json(self.path / "config.json", "config.json")
+        self.resolved = read_json(self.path / "config.json", "config.json")
         missing = [k for k in ("config", "dataset") if not isinstance(self.resolved.get(k), dict)]
         if missing:
             raise RunError(f"{self.path / 'config.json'} lacks {', '.join(missing)}; it was not written by training "
@@ -345,7 +439,6 @@ class Run:
 
     @cached_property
     def info(self):
-        from .data import DatasetInfo
         return DatasetInfo(**self.resolved["dataset"])
 
     @property
@@ -371,9 +464,9 @@ class Run:
         try:
             with np.load(p, allow_pickle=False) as z:
                 keys = list(z.files)
-                if any(not (k.startswith("stage_") and k[6:].isdigit()) for k in keys):
-                    raise ValueError(f"unexpected entries {[k for k in keys if not k[6:].isdigit()]}")
-                mats = {k: z[k] for k in sorted(keys, key=lambda k: int(k[6:]))}
+                if not all(map(is_stage_key, keys)):
+                    raise ValueError(f"unexpected entries {[k for k in keys if not is_stage_key(k)]}")
+                mats = {k: z[k] for k in sorted(keys, key=stage_number)}
         except Exception as e:  # noqa: BLE001 - zipfile / numpy raise many types for damaged files
             raise RunError(f"cannot read {p}: {type(e).__name__}: {str(e)[:200]}; it must hold only numeric "
                            "C x C arrays named stage_K (pickled objects are refused)") from None
@@ -385,14 +478,14 @@ class Run:
         return mats
 
     def soft_labels(self, stage) -> np.ndarray:
-        key = stage if isinstance(stage, str) else f"stage_{int(stage)}"
+        key = stage_key(stage)
         mats = self.all_soft_labels()
         if key not in mats:
             raise KeyError(f"{self.path} has no soft labels {key!r}; available: {', '.join(mats) or 'none'}")
         return mats[key]
 
     def stage_checkpoints(self) -> list[int]:
-        return sorted(k for k in map(_stage_number, (self.path / "checkpoints").glob("stage_*.pt")) if k >= 0)
+        return sorted(k for k in map(_file_stage, (self.path / "checkpoints").glob("stage_*.pt")) if k >= 0)
 
     def model(self, stage: int | None = None):
         """Eval-mode model on CPU at the end of `stage` (None: the latest state in last.pt, reloaded when
@@ -405,7 +498,6 @@ class Run:
                 self._models.pop(None, None)
                 self._last_stamp = stamp
         if key not in self._models:
-            from .models import build_model
             if key is None:
                 src = self.path / "checkpoints" / "last.pt"
                 if not src.exists():
@@ -432,11 +524,9 @@ class Run:
 
     @cached_property
     def _dataset(self):
-        from .data import load_dataset
-        c = self.config
-        return load_dataset(c["dataset"], data_root=c.get("data_root"), download=False, device="cpu",
-                            train_limit=c.get("train_limit"), test_limit=c.get("test_limit"),
-                            image_size=c.get("image_size"), num_workers=0, seed=c.get("seed", 0))
+        kw = dataset_kwargs(self.config)
+        kw.update(download=False, num_workers=0)  # reading a run never fetches data
+        return load_dataset(self.config["dataset"], **kw)
 
     def dataset(self):
         return self._dataset
@@ -447,3 +537,13 @@ class Run:
 
 def load_run(path) -> Run:
     return Run(path)
+
+
+def is_run_dir(path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def load_runs(root) -> dict[str, Run]:
+    """Every run directory directly under ``root``, by folder name, in name order."""
+    root = Path(root)
+    return {p.name: Run(p) for p in sorted(root.iterdir()) if is_run_dir(p)} if root.is_dir() else {}

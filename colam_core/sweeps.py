@@ -56,8 +56,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import Config, ConfigError
-from .runs import Run, RunError, atomic_write_text, load_run
+from .analysis import results_table
+from .config import Config
+from .errors import ConfigError, DataError, RunError, TrainingError
+from .progress import tqdm
+from .runs import (FINGERPRINT_EXCLUDED, Run, atomic_write_text, describe_difference, load_run,
+                   load_soft_label_matrix, split_soft_label_spec, stage_key, stage_number)
+from .training import Trainer
 
 __all__ = [
     "Sweep",
@@ -88,8 +93,7 @@ _NAME_ALLOWED = ("letters, digits and . _ + = - (starting with a letter or digit
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
                      *(f"lpt{i}" for i in range(1, 10))}
 # options that never change what a run computes, so never count as "varied"
-_NOT_PARAMS = {"name", "extra", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch",
-               "data_root", "download"}
+_NOT_PARAMS = set(FINGERPRINT_EXCLUDED)
 
 
 # ----------------------------------------------------------------------------- names and configs
@@ -161,7 +165,7 @@ def _derive_names(configs: Sequence[Config]) -> list[str]:
     else ``run_000``, ``run_001``, ..."""
     varied = [k for k in _varied(configs)]
     names = []
-    for i, c in enumerate(configs):
+    for c in configs:
         if c.name:
             names.append(c.name)
             continue
@@ -173,15 +177,6 @@ def _derive_names(configs: Sequence[Config]) -> list[str]:
         # fall back to positions for the unnamed ones (explicit names are kept and checked later)
         names = [c.name if c.name else f"run_{i:03d}" for i, c in enumerate(configs)]
     return names
-
-
-def _split_spec(spec: str) -> tuple[str, str]:
-    """'RUN_DIR:stage_K' -> (RUN_DIR, stage_K) the way methods.load_soft_label_matrix reads it."""
-    import os
-    if ":" in spec and not os.path.exists(spec):
-        path, _, key = spec.rpartition(":")
-        return path, key
-    return spec, ""
 
 
 def _tags(cfg: Config) -> dict:
@@ -196,14 +191,6 @@ def _params(cfg: Config) -> dict:
         "label": _tags(cfg).get("label", cfg.method), "seed": cfg.seed, "epochs": cfg.epochs,
         "stages": cfg.num_stages, "interval": cfg.stage_epochs, "T": cfg.T, "peer_samples": cfg.peer_samples,
     }
-
-
-def _fingerprint_diff(theirs: dict, ours: dict) -> str | None:
-    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-    if not diff:
-        return None
-    k = diff[0]
-    return f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -291,15 +278,13 @@ class Sweep:
         every other option is checked now and the matrix when that run starts);
         pointing at a run that trains later is an error.
         """
-        from .data import DataError
-        from .methods import load_soft_label_matrix
 
         order = {self._resolve(self.run_dir(n)): i for i, n in enumerate(self.configs)}
         for i, (name, cfg) in enumerate(self.configs.items()):
             check = cfg
             producer = None
             if cfg.method == "fixed" and isinstance(cfg.fixed_targets, str) and cfg.fixed_targets:
-                path, _ = _split_spec(cfg.fixed_targets)
+                path, _ = split_soft_label_spec(cfg.fixed_targets)
                 producer = order.get(self._resolve(Path(path)))
                 if producer is not None and producer >= i:
                     raise ConfigError("fixed_targets", cfg.fixed_targets,
@@ -323,7 +308,6 @@ class Sweep:
 
     @staticmethod
     def _targets_exist(spec: str) -> bool:
-        from .methods import load_soft_label_matrix
         try:
             load_soft_label_matrix(spec)
             return True
@@ -343,7 +327,7 @@ class Sweep:
         self.validate()
         if self.root.exists() and not self.root.is_dir():
             raise RunError(f"sweep root {self.root} exists and is not a folder")
-        for name, cfg in self.configs.items():
+        for name in self.configs:
             d = self.run_dir(name)
             if d.exists() and not d.is_dir():
                 raise RunError(f"{d} exists and is not a run folder (sweep run {name!r})")
@@ -361,7 +345,7 @@ class Sweep:
             theirs = json.loads(p.read_text()).get("fingerprint", {})
         except (OSError, ValueError):
             return "unreadable config.json"
-        return _fingerprint_diff(theirs, self.configs[name].fingerprint())
+        return describe_difference(theirs, self.configs[name].fingerprint())
 
     # ---------------------------------------------------------------- state
     def state(self, name: str) -> str:
@@ -423,7 +407,6 @@ class Sweep:
         if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 0):
             raise ValueError(f"max_runs must be None or an integer >= 0; got {max_runs!r}")
         self.check()
-        from .trainer import TrainingError
 
         self._stop.clear()
         self.stopped = False
@@ -432,7 +415,6 @@ class Sweep:
         self._write_sweep_file()
         bar = None
         if progress:
-            from .progress import tqdm
             bar = tqdm(total=len(self.configs), initial=len(self.configs) - len(todo), desc=f"sweep {self.root.name}",
                        unit="run", leave=True)
         trained = 0
@@ -471,7 +453,6 @@ class Sweep:
         return self.results()
 
     def _train_one(self, name: str, progress: bool, listeners: Iterable[Callable]):
-        from .trainer import Trainer
 
         def relay_stop(ev, _self=self):  # a stop requested before the trainer existed, or mid-construction
             if ev.kind == "batch" and _self._stop.is_set():
@@ -545,7 +526,7 @@ class Sweep:
             row["error"] = self.errors.get(name)
             row["run_dir"] = str(self.run_dir(name))
             rows.append(row)
-        own_cols = [f"own_mass_{k}" for k in sorted(stage_keys, key=lambda k: int(k.split("_")[1]))]
+        own_cols = [f"own_mass_{k}" for k in sorted(stage_keys, key=stage_number)]
         tag_cols = []
         for r in rows:
             for k in r:
@@ -731,7 +712,6 @@ def grid_table(results: pd.DataFrame, index: str = "interval", columns: str = "p
         raise KeyError(f"results have no column(s) {missing}")
     rows, cols = _order(df[index]), _order(df[columns])
     if agg == "mean ± std":
-        from .analysis import results_table
         t = results_table(df, metric=value, by=[index, columns], scale=scale, decimals=decimals)
         cells = {(r, c): v for r, c, v in zip(t[index], t[columns], t["mean ± std"])}
         fill: Any = "-"
@@ -756,7 +736,6 @@ def temperature_table(results: pd.DataFrame, metrics: Sequence[str] = ("test_acc
     ``{m}_std`` (sample std, ddof=1; NaN for one run) and ``{m}`` (formatted
     ``"mean ± std"``, see ``analysis.results_table``).
     """
-    from .analysis import results_table
     df = pd.DataFrame(results)
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -783,7 +762,6 @@ def methods_table(results: pd.DataFrame, metric: str = "test_acc", by: str | Seq
     paper-style percentages. For a method x dataset grid:
     ``table.pivot(index="label", columns="dataset", values="mean ± std")``.
     """
-    from .analysis import results_table
     df = pd.DataFrame(results)
     if by is None:
         key = "label" if "label" in df.columns else "method"
@@ -792,17 +770,6 @@ def methods_table(results: pd.DataFrame, metric: str = "test_acc", by: str | Seq
 
 
 # ----------------------------------------------------------------------------- expected accuracy (Fig. 1b)
-def _stage_key(stage: Any) -> str:
-    if isinstance(stage, (int, np.integer)) and not isinstance(stage, bool):
-        return f"stage_{int(stage)}"
-    s = str(stage)
-    if s.isdigit():
-        return f"stage_{s}"
-    if s.startswith("stage_") and s[6:].isdigit():
-        return s
-    raise ValueError(f"stage must be K or 'stage_K'; got {stage!r}")
-
-
 def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None = None, out: str | Path | None = None,
                       epochs: int | None = None, progress: bool = True, include_hard: bool = False,
                       max_runs: int | None = None, listeners: Iterable[Callable] = (),
@@ -841,11 +808,11 @@ def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None 
     if not available:
         raise ValueError(f"{parent.path} has no soft labels (soft_labels.npz): expected accuracy needs a run "
                          "that learned soft labels (method colam, with more than one stage, trained past stage 1)")
-    keys = available if stages is None else [_stage_key(s) for s in stages]
+    keys = available if stages is None else [stage_key(s) for s in stages]
     missing = [k for k in keys if k not in available]
     if missing:
         raise KeyError(f"{parent.path} has no soft labels {missing[0]!r}; available: {', '.join(available)}")
-    keys = sorted(dict.fromkeys(keys), key=lambda k: int(k.split("_")[1]))
+    keys = sorted(dict.fromkeys(keys), key=stage_number)
 
     base = Config.from_dict(parent.config)
     field_names = {f.name for f in fields(Config)}
@@ -859,7 +826,7 @@ def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None 
                                        **common).replace(**overrides)
     for k in keys:
         configs[k] = base.replace(method="fixed", fixed_targets=f"{parent_path}:{k}", T=base.T,
-                                  extra={"sweep": {"stage": int(k.split("_")[1])}}, **common).replace(**overrides)
+                                  extra={"sweep": {"stage": stage_number(k)}}, **common).replace(**overrides)
 
     sweep = Sweep(Path(out) if out is not None else parent_path / "expected", configs)
     res = sweep.run(progress=progress, max_runs=max_runs, listeners=listeners).set_index("name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -494,7 +495,12 @@ def test_analysis_does_not_import_front_end():
                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_expected_accuracy_is_reexported_from_sweeps():
-    from colam_core import sweeps
+def test_analysis_never_trains():
+    """analysis sits below training (the layers in pyproject.toml): no expected_accuracy re-export, no trainer."""
+    import subprocess
+    code = ("import sys, colam_core.analysis as A; assert not hasattr(A, 'expected_accuracy'); "
+            "bad=[m for m in sys.modules if m.startswith(('colam_core.training', 'colam_core.sweeps'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-    assert A.expected_accuracy is sweeps.expected_accuracy and "expected_accuracy" in A.__all__

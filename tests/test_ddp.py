@@ -113,29 +113,31 @@ def test_sharded_eval_covers_every_sample_exactly_once():
             assert torch.equal(torch.cat(got), want)
 
 
+def _data_parallel(world_size: int):
+    """A DataParallel strategy as rank 0 of `world_size` processes (no process group: only its arithmetic)."""
+    from colam_core.distributed import Dist
+    from colam_core.training.strategy import DataParallel
+    return DataParallel(Dist(rank=0, world_size=world_size), torch.device("cpu"))
+
+
 def test_ddp_loss_scale_gives_the_global_mean_gradient():
-    from colam_core.trainer import Trainer
     N, bs, W = 250, 32, 3
-    fake = SimpleNamespace(info=SimpleNamespace(num_train=N), cfg=SimpleNamespace(batch_size=bs),
-                           dist=SimpleNamespace(world_size=W))
+    strategy = _data_parallel(W)
     from colam_core.distributed import shard_range
     for b in (0, 7):  # a full batch and the short last one (250 = 7 * 32 + 26)
         n = min(bs, N - b * bs)
         per_sample = torch.rand(n, dtype=torch.float64)
-        ddp_avg = sum(Trainer._ddp_loss(fake, per_sample[slice(*shard_range(n, r, W))].mean(), b,
-                                        len(range(*shard_range(n, r, W)))) for r in range(W)) / W
+        ddp_avg = sum(strategy.scale_loss(per_sample[slice(*shard_range(n, r, W))].mean(), b,
+                                          len(range(*shard_range(n, r, W))), N, bs) for r in range(W)) / W
         assert float(ddp_avg) == pytest.approx(float(per_sample.mean()), rel=1e-12)
 
 
 def test_a_batch_smaller_than_the_process_count_is_refused():
     from colam_core.config import ConfigError
-    from colam_core.trainer import Trainer
-    fake = SimpleNamespace(info=SimpleNamespace(num_train=257), cfg=SimpleNamespace(batch_size=32),
-                           dist=SimpleNamespace(world_size=4))
+    strategy = _data_parallel(4)
     with pytest.raises(ConfigError, match=r"leaves a batch of 1 for 4 processes \(e\.g\. --batch-size"):
-        Trainer._check_shards(fake)
-    fake.info.num_train = 256
-    Trainer._check_shards(fake)
+        strategy.check_batches(257, 32)
+    strategy.check_batches(256, 32)
 
 
 def test_single_process_has_no_process_group():

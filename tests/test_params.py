@@ -4,7 +4,7 @@ import torch
 
 from colam_core import Config, Trainer
 from colam_core.config import ConfigError
-from colam_core.estimate import describe_estimate, estimate_duration
+from colam_core.training import describe_estimate, estimate_duration
 from colam_core.params import check_classes, check_path, notebook_config
 
 

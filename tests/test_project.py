@@ -52,7 +52,7 @@ def test_colam_core_never_imports_ui_code():
 
 def test_importing_colam_core_loads_no_ui_module():
     import subprocess
-    code = ("import sys, colam_core, colam_core.trainer, colam_core.analysis, colam_core.cli;"
+    code = ("import sys, colam_core, colam_core.training, colam_core.analysis, colam_core.sweeps, colam_core.cli;"
             "bad=[m for m in ('plotly','ipywidgets','workbench','anywidget') if m in sys.modules];"
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

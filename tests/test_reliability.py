@@ -27,7 +27,7 @@ from colam_core import Config, Trainer, load_run
 from colam_core.cli import main
 from colam_core.config import ConfigError, validate_params
 from colam_core.runs import RunError
-from colam_core.trainer import TrainingError
+from colam_core.training import TrainingError
 
 from datafiles import _dump, write_cifar10, write_fashion, write_folder  # noqa: E402 (tests/ is on sys.path)
 
@@ -137,7 +137,7 @@ def test_random_sigkills_resume_bitwise(tmp_path):
             p = subprocess.Popen([sys.executable, "-m", "colam_core", "train", *args, "--out", str(cut)], cwd=ROOT,
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
-                wait_for(lambda: p.poll() is not None or (last.exists() and last.stat().st_mtime > t0),
+                wait_for(lambda p=p, t0=t0: p.poll() is not None or (last.exists() and last.stat().st_mtime > t0),
                          what="a checkpoint from the new process")
                 time.sleep(rng.uniform(0.0, 0.3))
                 p.send_signal(signal.SIGKILL)

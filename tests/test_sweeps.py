@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 
 from colam_core import Config, ConfigError, RunError, load_run
-from colam_core import analysis as A
 from colam_core import sweeps as S
-from colam_core.methods import load_soft_label_matrix
+from colam_core.runs import load_soft_label_matrix
 
 QUICK = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, device="cpu")
 
@@ -34,17 +33,15 @@ def one_thread():
 @pytest.fixture
 def trainers(monkeypatch):
     """Count (and name) every Trainer constructed by the sweeps module."""
-    import colam_core.trainer as T
-
     made = []
-    orig = T.Trainer
+    orig = S.Trainer
 
     class Counting(orig):
         def __init__(self, cfg, out=None, *a, **kw):
             made.append(Path(out).name)
             super().__init__(cfg, out, *a, **kw)
 
-    monkeypatch.setattr(T, "Trainer", Counting)
+    monkeypatch.setattr(S, "Trainer", Counting)
     return made
 
 
@@ -69,7 +66,7 @@ def parent(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def expected_ref(parent):
-    return A.expected_accuracy(parent, epochs=2, progress=False)
+    return S.expected_accuracy(parent, epochs=2, progress=False)
 
 
 def test_expected_accuracy_rows_and_subrun_configs(parent, expected_ref):
@@ -99,19 +96,19 @@ def test_expected_accuracy_rows_and_subrun_configs(parent, expected_ref):
 
 def test_expected_accuracy_skips_finished_subruns(parent, expected_ref, trainers):
     stamps = {d: (Path(d) / "summary.json").stat().st_mtime_ns for d in expected_ref["run_dir"]}
-    again = A.expected_accuracy(parent, epochs=2, progress=False)
+    again = S.expected_accuracy(parent, epochs=2, progress=False)
     assert trainers == []
     pd.testing.assert_frame_equal(again, expected_ref)
     assert {d: (Path(d) / "summary.json").stat().st_mtime_ns for d in again["run_dir"]} == stamps
     # asking for one stage plus the hard-label reference trains only the reference
-    sel = A.expected_accuracy(parent, stages=[2], epochs=2, progress=False, include_hard=True)
+    sel = S.expected_accuracy(parent, stages=[2], epochs=2, progress=False, include_hard=True)
     assert trainers == ["hard"]
     assert sel["stage"].tolist() == [0, 2] and sel["source"].iloc[0] == "hard labels"
     assert sel["own_mass"].iloc[0] == 1.0 and math.isnan(sel["parent_test_acc"].iloc[0])
     assert load_run(sel["run_dir"].iloc[0]).config["method"] == "hl"
     assert sel["test_acc"].iloc[1] == expected_ref["test_acc"].iloc[1]
     with pytest.raises(KeyError, match="stage_7"):
-        A.expected_accuracy(parent, stages=[7], progress=False)
+        S.expected_accuracy(parent, stages=[7], progress=False)
 
 
 def test_expected_accuracy_interrupted_resumes(parent, expected_ref, tmp_path, trainers):
@@ -125,14 +122,14 @@ def test_expected_accuracy_interrupted_resumes(parent, expected_ref, tmp_path, t
 
     out = tmp_path / "exp"
     with pytest.raises(KeyboardInterrupt):
-        A.expected_accuracy(parent, out=out, epochs=2, progress=False, listeners=[interrupt])
+        S.expected_accuracy(parent, out=out, epochs=2, progress=False, listeners=[interrupt])
     assert trainers == ["stage_1", "stage_2"]
     assert (out / "stage_1" / "summary.json").exists() and not (out / "stage_2" / "summary.json").exists()
     assert len(load_run(out / "stage_2").history) == 1
     stamp = (out / "stage_1" / "summary.json").stat().st_mtime_ns
 
     seen = []
-    df = A.expected_accuracy(parent, out=out, epochs=2, progress=False, listeners=[epochs_seen(seen)])
+    df = S.expected_accuracy(parent, out=out, epochs=2, progress=False, listeners=[epochs_seen(seen)])
     assert trainers == ["stage_1", "stage_2", "stage_2"]   # stage_1 skipped, stage_2 resumed
     assert seen == [2]                                      # ... from its checkpoint after epoch 1
     assert (out / "stage_1" / "summary.json").stat().st_mtime_ns == stamp
@@ -147,7 +144,7 @@ def test_expected_accuracy_needs_soft_labels(tmp_path):
     with Trainer(Config(method="hl", epochs=1, **QUICK), out=tmp_path / "hl") as t:
         t.run()
     with pytest.raises(ValueError, match="no soft labels"):
-        A.expected_accuracy(tmp_path / "hl", progress=False)
+        S.expected_accuracy(tmp_path / "hl", progress=False)
     assert not (tmp_path / "hl" / "expected").exists()
 
 
@@ -354,18 +351,16 @@ def test_list_of_configs_gets_names_from_varied_options(tmp_path):
 
 
 def test_errors_continue_records_a_failed_run_and_goes_on(tmp_path, monkeypatch):
-    import colam_core.trainer as T
-
-    class Failing(T.Trainer):
+    class Failing(S.Trainer):
         def run(self):
             if self.out.name == "b":
-                raise T.TrainingError("non-finite loss (simulated)")
+                raise S.TrainingError("non-finite loss (simulated)")
             return super().run()
 
-    monkeypatch.setattr(T, "Trainer", Failing)
+    monkeypatch.setattr(S, "Trainer", Failing)
     good = Config(method="hl", epochs=1, **QUICK)
     sweep = S.Sweep(tmp_path / "s", {"a": good, "b": good.replace(seed=1), "c": good.replace(seed=2)})
-    with pytest.raises(T.TrainingError):
+    with pytest.raises(S.TrainingError):
         sweep.run(progress=False)
     assert sweep.status()["state"].tolist() == ["finished", "partial", "new"]
     res = sweep.run(progress=False, errors="continue")
@@ -381,7 +376,7 @@ def test_expected_accuracy_partial_table_keeps_hard_weight(tmp_path):
     from colam_core import Trainer
     with Trainer(Config(method="colam", epochs=2, stages=2, hard_weight=0.2, **QUICK), out=tmp_path / "p") as t:
         t.run()
-    df = A.expected_accuracy(tmp_path / "p", progress=False, max_runs=0)
+    df = S.expected_accuracy(tmp_path / "p", progress=False, max_runs=0)
     assert df["stage"].tolist() == [1] and not df["finished"].any() and df["test_acc"].isna().all()
     assert df["own_mass"].iloc[0] == pytest.approx(np.diag(load_run(tmp_path / "p").soft_labels(1)).mean())
     sub = S.Sweep.open(tmp_path / "p" / "expected").configs["stage_1"]

@@ -68,6 +68,10 @@ def test_soft_labels_change_only_at_stage_ends(tmp_path):
         t.method.targets = spy
         t.run()
         soft1 = load_run(tmp_path / "r").soft_labels(1)
+    # the spy saw every batch of every epoch (an unused spy would make the loop below pass vacuously)
+    nb = -(-256 // QUICK["batch_size"])  # the synthetic set has 256 training images
+    assert [e for e, _, _ in seen] == [e for e in range(1, 5) for _ in range(nb)]
+    assert not np.allclose(soft1, np.eye(4), atol=1e-3)  # so stage 2's targets really differ from stage 1's
     for epoch, q, y in seen:
         want = np.eye(4)[y.numpy()] if epoch <= 2 else soft1[y.numpy()]
         np.testing.assert_allclose(q.numpy(), want, rtol=1e-6)
@@ -180,7 +184,7 @@ def test_second_trainer_on_the_same_directory_is_locked_out(tmp_path):
 
 
 def test_schedules():
-    from colam_core.trainer import lr_factor
+    from colam_core.training import lr_factor
     c = Config(schedule="multistep", epochs=8, milestones=(0.5, 0.75), gamma=0.1)
     assert [round(lr_factor(c, e), 6) for e in range(8)] == [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
     c = Config(schedule="cosine", epochs=10)

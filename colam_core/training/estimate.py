@@ -1,8 +1,8 @@
 """Estimate how long a run will take before starting the long part.
 
-`estimate_duration(trainer)` times a few training steps on copies of the
-trainer's model and optimiser (the run itself is not touched, so its result
-stays bitwise reproducible) and extrapolates to the whole run.
+`estimate_duration(trainer)` times a few training steps, with the trainer's own `TrainStep` (the same optimiser,
+GradScaler, compile and layout), on copies of its model, optimiser and method: the run itself is not touched, so
+its result stays bitwise reproducible. The time is extrapolated to the rest of the run.
 """
 from __future__ import annotations
 
@@ -11,34 +11,31 @@ import time
 
 import torch
 
-from .methods import StepContext
+from ..methods import StepContext
+from .step import TrainStep, make_optimizer
 
 
 def estimate_duration(trainer, batches: int = 6, warmup: int = 2) -> dict:
     """Seconds per batch, per epoch and for the remaining run, measured on `batches` steps after `warmup`."""
     cfg = trainer.cfg
     model = copy.deepcopy(trainer.model).train()
-    forward = model
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sampler = trainer.method.batch_sampler()
-    nb = trainer.data.num_batches(cfg.batch_size, sampler)
     method = copy.deepcopy(trainer.method)
+    forward = torch.compile(model) if cfg.compile else model
+    step = TrainStep(cfg, forward, make_optimizer(cfg, model), method, trainer.strategy, amp=trainer.amp,
+                     channels_last=trainer.channels_last, num_train=trainer.info.num_train)
+    sampler = method.batch_sampler()
+    nb = trainer.data.num_batches(cfg.batch_size, sampler)
     times = []
-    it = trainer.data.train_batches(cfg.batch_size, 1, cfg.seed, augment=cfg.augment, batch_sampler=sampler)
+    it = trainer.data.train_batches(cfg.batch_size, 1, cfg.seed, augment=cfg.augment, batch_sampler=sampler,
+                                    **trainer.strategy.shard_kw())
     for b, (x, y, idx) in enumerate(it):
         if b >= warmup + batches:
             break
         t0 = time.perf_counter()
         ctx = StepContext(stage=1, epoch=1, batch=b, seed=cfg.seed, num_stages=trainer.num_stages,
                           last_epoch_of_stage=False)
-        if trainer._channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(trainer.device.type, dtype=trainer._amp, enabled=trainer._amp is not None):
-            logits = forward(x)
-        loss = method.loss(logits, y, idx, ctx)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step.set_lr(1, b, nb)
+        step(x, y, idx, ctx)
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -62,3 +59,6 @@ def describe_estimate(est: dict, quick_hint: str = "-p quick True") -> str:
     if est["device"] == "cpu" and total > 1800:
         text += (f" This is a CPU: the paper setting is meant for a GPU. For a smoke run use {quick_hint}.")
     return text
+
+
+__all__ = ["estimate_duration", "describe_estimate"]

@@ -1,0 +1,23 @@
+"""Training: the Trainer (stages, epochs, stop, events) and, one idea per file, what it is made of.
+
+| file | what it owns |
+|---|---|
+| `trainer.py` | `Trainer`, `train`: Algorithm 1 (stages of epochs, the stage-end label update), events, stop, resume |
+| `step.py` | `TrainStep` (lr, forward, loss, backward, non-finite guard), `train_one_epoch`, the lr schedule |
+| `evaluation.py` | `evaluate`: one pass returning loss, accuracy and the probabilities ECE needs |
+| `state.py` | `TrainState`: progress, history, soft labels, timings, the checkpoint form, the summary |
+| `recorder.py` | `Recorder`: the run directory while training (lock, fingerprint check, repair, ordered writes) |
+| `strategy.py` | `SingleDevice` / `DataParallel`: every difference of DDP training; `pick_device` |
+| `events.py` | the events listeners receive |
+| `stop.py` | Ctrl-C / SIGTERM as a clean stop |
+| `estimate.py` | a run's duration, timed with the trainer's own step on copies |
+"""
+from ..errors import ConfigError, TrainingError
+from .estimate import describe_estimate, estimate_duration
+from .events import BatchEvent, DoneEvent, EpochEvent, StageEvent, StoppedEvent
+from .step import amp_dtype, lr_factor
+from .strategy import pick_device
+from .trainer import Trainer, train
+
+__all__ = ["Trainer", "train", "pick_device", "amp_dtype", "lr_factor", "estimate_duration", "describe_estimate",
+           "TrainingError", "ConfigError", "BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent"]

@@ -1,0 +1,312 @@
+"""The trainer: Algorithm 1 of the paper, `m` stages of `t` epochs, with events, clean stops and resume.
+
+    trainer = Trainer(Config(method="colam", epochs=12, stages=4), out="runs/demo")
+    trainer.subscribe(print)          # every event
+    trainer.run_stage()               # one stage
+    trainer.run()                     # the rest
+
+Each epoch is `train_one_epoch` (step.py) then `evaluate` (evaluation.py); at a stage's end the method learns
+its new labels from the stage's model in eval mode on un-augmented training images ("the current checkpoint").
+The recorder owns the run directory, the strategy every difference of data-parallel training, the state the
+checkpoint form (and why a resumed run is bitwise the same).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import load_dataset
+from ..errors import RunError, TrainingError
+from ..methods import StepContext, build_method
+from ..metrics import expected_calibration_error
+from ..models import build_model
+from ..runs import FAULT, dataset_kwargs, describe_difference, fault_point, versions
+from .evaluation import evaluate
+from .events import DoneEvent, EpochEvent, StageEvent, StoppedEvent
+from .recorder import Recorder
+from .state import TrainState
+from .step import TrainStep, amp_dtype, lr_factor, make_optimizer, train_one_epoch
+from .stop import StopOnSignal
+from .strategy import make_strategy
+
+
+class Trainer:
+    """Train one run; see the module docstring and docs/ARCHITECTURE.md."""
+
+    def __init__(self, cfg: Config | dict, out: str | Path | None = None, progress: bool = False,
+                 listeners: tuple[Callable, ...] = (), from_stage: int | None = None):
+        cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).validate()
+        self.cfg = cfg
+        self.out = Path(out) if out is not None else Path("runs") / (
+            cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
+        self._listeners: list[Callable] = list(listeners)
+        self._stop = threading.Event()
+        self.strategy = make_strategy(cfg.device)
+        self.device = self.strategy.device
+        self.recorder = Recorder(self.out, self.strategy)
+        try:
+            existing, resume = self.recorder.open(cfg.fingerprint(), from_stage)
+            self.strategy.run(lambda: self._setup(existing, resume, from_stage))
+        except BaseException:
+            self.recorder.abort()
+            self.strategy.close(clean=False)
+            raise
+        if progress and self.strategy.is_main:
+            from ..progress import TqdmListener
+            self.subscribe(TqdmListener())
+
+    def _setup(self, existing: dict | None, resume: str | None, from_stage: int | None) -> None:
+        cfg, strategy = self.cfg, self.strategy
+        self.data = load_dataset(cfg.dataset, **dataset_kwargs(cfg.to_dict(), device=self.device))
+        self.info = self.data.info
+        strategy.check_batches(self.info.num_train, cfg.batch_size)
+        self._eval_data = strategy.eval_view(self.data)  # eval passes cover each rank's share of the samples
+        self.method = build_method(cfg, self.info.num_classes, self.data.train_labels, self.device)
+        self.num_stages, self.stage_epochs, self.total_epochs = cfg.num_stages, cfg.stage_epochs, cfg.total_epochs
+        self.amp = amp_dtype(cfg.amp, self.device)
+        # auto: channels_last on CUDA and on CPU (oneDNN trains conv nets 1.1-1.6x faster in it, docs/BENCHMARKS.md);
+        # a resumed run keeps the layout it started with, so its float rounding does not change midway
+        started = existing.get("channels_last") if isinstance(existing, dict) else None
+        self.channels_last = (cfg.channels_last if cfg.channels_last is not None else started
+                              if isinstance(started, bool) else self.device.type in ("cuda", "cpu"))
+        self._sampler = self.method.batch_sampler()
+        self.state = TrainState(self.device)
+        self.summary: dict | None = None
+        self._build_model(generation=1)
+        ckpt = self.recorder.load_resume(resume, from_stage)
+        if ckpt is not None:
+            self._load(ckpt)
+        self.resolved = {
+            "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
+            "device": str(self.device), "amp": str(self.amp).replace("torch.", "") if self.amp else "off",
+            "channels_last": self.channels_last, "dataset": self.info.__dict__.copy(),
+            "output_temperature": self.method.output_temperature, "num_stages": self.num_stages,
+            "stage_epochs": self.stage_epochs, "total_epochs": self.total_epochs,
+            "trainings": cfg.generations, "distributed": strategy.describe(),
+        }
+        self.recorder.start(self.resolved, self.state, repair=existing is not None,
+                            stage_checkpoint=ckpt if resume == "stage" else None, done=self.done)
+
+    def _build_model(self, generation: int) -> None:
+        """A fresh model (Label Refinery: one per generation, seeded apart), its optimiser and its step."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed + 100_003 * (generation - 1))
+        model = build_model(cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size)
+        model = model.to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        forward, self._eval_forward = self.strategy.wrap(self.model, cfg.compile)  # eval: never the DDP wrapper
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.step = TrainStep(cfg, forward, self.optimizer, self.method, self.strategy, amp=self.amp,
+                              channels_last=self.channels_last, num_train=self.info.num_train)
+
+    # ---------------------------------------------------------------- state
+    def _checkpoint(self) -> dict:
+        """The state to save; under DDP the per-rank sums are reduced first (a collective: every rank calls it)."""
+        return self.strategy.for_save(self.state.checkpoint(self.model, self.optimizer, self.step.scaler,
+                                                            self.method, self.cfg.fingerprint()))
+
+    def _load(self, ckpt: dict) -> None:
+        diff = describe_difference(ckpt.get("fingerprint") or {}, self.cfg.fingerprint(), "in the checkpoint",
+                                   "in this run")
+        if diff:
+            what = f" ({diff})" if ckpt.get("fingerprint") else ""
+            raise RunError(f"{self.recorder.last_path} belongs to another configuration{what}; nothing was "
+                           "changed: start a new run with another --out")
+        gen = self._stage_of(ckpt["epoch"] + 1) if self.method.restart_after_stage else 1
+        if gen != 1:
+            self._build_model(generation=gen)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise RunError(f"checkpoint {self.recorder.last_path} does not fit model {self.cfg.model!r}: "
+                           f"{str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.step.scaler and ckpt.get("scaler"):
+            self.step.scaler.load_state_dict(ckpt["scaler"])
+        self.method.load_state_dict(ckpt["method"])
+        self.state.load(ckpt)
+        self.strategy.after_load(self.state.running, self.method)
+
+    # ---------------------------------------------------------------- public
+    epoch = property(lambda self: self.state.epoch, doc="completed epochs")
+    batch = property(lambda self: self.state.batch, doc="completed batches of the current epoch")
+    history = property(lambda self: self.state.history, doc="the history rows so far")
+    soft_label_history = property(lambda self: self.state.soft_labels, doc="{'stage_K': C x C} learned so far")
+    update_seconds = property(lambda self: self.state.update_seconds, doc="seconds of each soft-label pass")
+    run_dir = property(lambda self: self.recorder.run_dir, doc="the runs.RunDir being written")
+    done = property(lambda self: self.state.epoch >= self.total_epochs, doc="all stages ran")
+    soft_labels = property(lambda self: self.method.soft_labels, doc="the labels the method trains on now")
+
+    @property
+    def current_stage(self) -> int:
+        """The stage that runs next (or the last one when done)."""
+        return self._stage_of(min(self.epoch + 1, self.total_epochs))
+
+    def subscribe(self, listener: Callable) -> Callable:
+        self._listeners.append(listener)
+        return listener
+
+    def unsubscribe(self, listener: Callable) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def request_stop(self) -> None:
+        """Ask training to stop at the next batch boundary (thread-safe)."""
+        self._stop.set()
+
+    def close(self, clean: bool = True) -> None:
+        """Release the run directory's lock (and, under DDP, the process group this trainer created)."""
+        self.recorder.close()
+        self.step.forward = self._eval_forward  # drop the DDP wrapper (it holds the process group) before closing
+        self.strategy.close(clean=clean)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(clean=exc_type is None)
+
+    def run_stage(self) -> StageEvent | None:
+        """Run the epochs of the next stage. Returns its StageEvent, or None if stopped early / already done."""
+        with StopOnSignal(self._stop, self.strategy.enabled):
+            self._stop.clear()
+            if self.done:
+                self._finish()
+                return None
+            return self._run_stage()
+
+    def run(self) -> dict | None:
+        """Run all remaining stages. Returns the summary, or None if stopped early."""
+        with StopOnSignal(self._stop, self.strategy.enabled):
+            self._stop.clear()
+            while not self.done:
+                if self._run_stage() is None and not self.done:
+                    return None
+            return self._finish()
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
+        """(loss, accuracy) on a split, without augmentation; the loss uses the method's output temperature."""
+        ev = evaluate(self.model, self.infer, self._eval_data, split, batch_size=self.cfg.eval_batch_size,
+                      T=self.method.output_temperature, strategy=self.strategy)
+        return ev.loss, ev.acc
+
+    def infer(self, x):
+        """Logits (float32) of the current model for a batch, in the run's layout and precision."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self._eval_forward(x).float()
+
+    def _stage_infer(self, x):
+        out = self.infer(x)
+        fault_point("eval_pass")  # tests: a kill inside the stage-end pass
+        return out
+
+    # ---------------------------------------------------------------- Algorithm 1
+    def _stage_of(self, epoch: int) -> int:
+        return (epoch - 1) // self.stage_epochs + 1
+
+    def _emit(self, event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _run_stage(self) -> StageEvent | None:
+        stage, event = self.current_stage, None
+        while not self.done and self._stage_of(self.epoch + 1) == stage:
+            if self.strategy.stop_requested(self._stop.is_set()):  # between epochs (e.g. during a stage-end pass)
+                if not self.cfg.checkpoint_every_epoch:
+                    self.recorder.save_last(self._checkpoint())
+                self._emit(StoppedEvent(stage, self.epoch + 1, 0))
+                return None
+            event = self._run_epoch(stage)
+            if event is False:
+                return None
+        if self.done:
+            self._finish()
+        return event if isinstance(event, StageEvent) else None
+
+    def _run_epoch(self, stage: int):
+        cfg, state, epoch = self.cfg, self.state, self.epoch + 1
+        last_of_stage = epoch % self.stage_epochs == 0
+        ctx = StepContext(stage=stage, epoch=epoch, batch=state.batch, seed=cfg.seed, num_stages=self.num_stages,
+                          last_epoch_of_stage=last_of_stage, reduce=self.strategy.reduce)
+        self.method.on_epoch_start(ctx)
+        self.model.train()
+        if not train_one_epoch(self.step, self.data, state, ctx, sampler=self._sampler,
+                               emit=self._emit if self._listeners else None, stop_flag=self._stop,
+                               kept=self.recorder.last_path):
+            self.recorder.save_last(self._checkpoint())
+            self._emit(StoppedEvent(stage, epoch, state.batch))
+            return False
+        train_s = state.epoch_seconds
+        self.strategy.reduce_running(state.running)  # the epoch's loss / accuracy over every rank's samples
+        train_loss, train_acc = state.running.means()
+        test_loss, test_acc = self.evaluate("test")
+        soft, upd_s = self._update_labels(ctx) if last_of_stage else (None, 0.0)
+        imgs = state.running.n * (2 if self._sampler is not None else 1)  # CS-KD forwards each sample and a partner
+        row = {"epoch": epoch, "stage": stage, "lr": cfg.lr * lr_factor(cfg, (epoch - 1) % cfg.epochs),
+               "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+               "seconds": train_s + upd_s, "images_per_s": imgs / train_s if train_s > 0 else float("nan")}
+        state.end_epoch(row, train_s)
+        stage_model = self.model.state_dict() if last_of_stage else None
+        if last_of_stage and self.method.restart_after_stage and stage < self.num_stages:
+            self._build_model(generation=stage + 1)
+        save_last = cfg.checkpoint_every_epoch or self.done
+        ckpt = self._checkpoint() if save_last or last_of_stage else None
+        self.recorder.epoch_end(state, ckpt, stage if last_of_stage else None, stage_model,
+                                new_soft=soft is not None, save_last=save_last)
+        self._emit(EpochEvent(stage, epoch, row))
+        if not last_of_stage:
+            return None
+        event = StageEvent(stage, soft, {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc,
+                                         "update_seconds": upd_s if soft is not None else None})
+        self._emit(event)
+        return event
+
+    def _update_labels(self, ctx: StepContext) -> tuple[np.ndarray | None, float]:
+        """Alg. 1 lines 9-14: the method learns its labels from the stage's model (eval mode, un-augmented)."""
+        t1 = time.perf_counter()
+        self.model.eval()
+        soft = self.method.stage_end(self.infer if FAULT is None else self._stage_infer, self._eval_data, ctx)
+        self.model.train()
+        if soft is not None and not np.all(np.isfinite(soft)):
+            raise TrainingError(f"the soft labels learned at the end of stage {ctx.stage} are not finite (the "
+                                f"model's outputs overflowed); training stopped and the last good checkpoint "
+                                f"{self.recorder.last_path} is kept (lower --lr or --T)")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        upd_s = time.perf_counter() - t1
+        if soft is not None:
+            self.state.soft_labels[f"stage_{ctx.stage}"] = soft
+            self.state.update_seconds.append(upd_s)
+        return soft, upd_s
+
+    def _finish(self) -> dict:
+        if self.summary is None:
+            ev = evaluate(self.model, self.infer, self._eval_data, "test", batch_size=self.cfg.eval_batch_size,
+                          T=self.method.output_temperature, strategy=self.strategy, with_probs=True)
+            self.summary = self.state.summary(self.cfg, self.num_stages, self.total_epochs, self.device,
+                                              test_ece=expected_calibration_error(ev.probs, ev.labels))
+            self.recorder.summary(self.summary)
+            self._emit(DoneEvent(self.summary))
+        return self.summary
+
+
+def train(cfg: Config | dict | None = None, out=None, progress: bool = True, **kw) -> dict:
+    """Train a run to the end and return its summary (`train(method="ls", epochs=6)`)."""
+    if cfg is None:
+        cfg = Config(**kw)
+    elif kw:
+        cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).replace(**kw)
+    with Trainer(cfg, out=out, progress=progress) as t:
+        return t.run()
+
+
+__all__ = ["Trainer", "train"]
