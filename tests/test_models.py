@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,9 +18,11 @@ from colam_core.models import (
     available_models,
     build_model,
     count_flops,
+    register_model,
 )
+from colam_core.models import registry
 
-# name -> penultimate dimension D
+# name -> penultimate dimension D, in registration order
 EXPECTED_DIMS = {
     "small_cnn": 128,
     "resnet20": 64,
@@ -34,7 +41,7 @@ IMAGENET = {"resnet50", "resnet101"}
 
 
 def _model_params():
-    for name in sorted(EXPECTED_DIMS):
+    for name in available_models():
         marks = [pytest.mark.slow] if name in HEAVY else []
         yield pytest.param(name, id=name, marks=marks)
 
@@ -45,9 +52,10 @@ def _input_spec(name: str) -> tuple[int, int]:
 
 
 def test_registry_names():
-    assert available_models() == sorted(EXPECTED_DIMS)
-    assert set(MODELS) == set(EXPECTED_DIMS)
+    assert available_models() == list(EXPECTED_DIMS)  # registration order
+    assert list(MODELS) == list(EXPECTED_DIMS)
     assert all(callable(b) for b in MODELS.values())
+    assert available_models(pretrained=True) == sorted(IMAGENET, reverse=True) == ["resnet50", "resnet101"]
 
 
 @pytest.mark.parametrize("name", list(_model_params()))
@@ -73,12 +81,12 @@ def test_model_contract(name):
         logits = model(x)
         feats = model.features(x)
         ff = model.forward_features(x)
-        head = model.forward_head(feats)
+        head = model.forward_head(feats)  # an already pooled (B, D) input passes through
         pre = model.forward_head(feats, pre_logits=True)
         logits2 = model(x)
     assert logits.shape == (batch, num_classes)
     assert feats.shape == (batch, d)
-    assert ff.shape == (batch, d)
+    assert ff.dim() == 4 and ff.shape[:2] == (batch, d)
     assert pre.shape == (batch, d)
     assert torch.equal(pre, feats)
     assert torch.allclose(logits, model.classifier(feats), atol=1e-5, rtol=1e-5)
@@ -144,7 +152,116 @@ def test_standard_init():
     assert torch.all(model.classifier.bias == 0)
 
 
-# --------------------------------------------------------------------- errors
+@pytest.mark.parametrize("name", list(_model_params()))
+def test_forward_features_map_and_head(name):
+    """timm's split: forward_features -> (B, D, H, W) map; forward_head pools, then classifies."""
+    torch.manual_seed(0)
+    batch, size = _input_spec(name)
+    model = build_model(name, num_classes=5, in_channels=3, image_size=size).eval()
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        fmap = model.forward_features(x)
+        pooled = model.forward_head(fmap, pre_logits=True)
+        logits = model(x)
+        assert fmap.dim() == 4 and fmap.shape[:2] == (batch, model.classifier.in_features)
+        assert fmap.shape[2] > 1 and fmap.shape[3] > 1  # not pooled inside the backbone
+        assert pooled.shape == (batch, model.classifier.in_features)
+        assert torch.allclose(pooled, fmap.mean(dim=(2, 3)), atol=1e-6)  # global average pooling
+        assert torch.equal(model.classifier(pooled), logits)
+        assert torch.equal(model.forward_head(fmap), logits)
+        assert torch.equal(model.features(x), pooled)
+
+
+def test_forward_head_rejects_other_ranks():
+    model = build_model("resnet20", 10).eval()
+    with pytest.raises(ValueError, match="forward_head"):
+        model.forward_head(torch.zeros(2, 64, 8))
+
+
+# ------------------------------------------------------------------- registry
+
+
+class _Tiny(ClassifierModel):
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self._set_head(4, num_classes)
+
+    def forward_features(self, x):
+        return self.conv(x)
+
+
+@pytest.fixture
+def scratch_registry():
+    """Names registered inside a test are removed again afterwards."""
+    before = list(MODELS)
+    yield
+    for name in [n for n in MODELS if n not in before]:
+        del MODELS[name]
+        registry._HAS_PRETRAINED.discard(name)
+    assert list(MODELS) == before
+
+
+def test_register_model_forms(scratch_registry):
+    calls = []
+
+    @register_model
+    def _tiny_a(num_classes, in_channels=3, image_size=32):
+        calls.append(("a", num_classes, in_channels, image_size))
+        return _Tiny(num_classes, in_channels)
+
+    @register_model("tiny-b")
+    def _unused_name(num_classes, in_channels=3, image_size=32):
+        calls.append(("b", num_classes, in_channels, image_size))
+        return _Tiny(num_classes, in_channels)
+
+    @register_model(pretrained=True)
+    def _tiny_c(num_classes, in_channels=3, image_size=32, pretrained=False):
+        calls.append(("c", pretrained))
+        return _Tiny(num_classes, in_channels)
+
+    assert callable(_tiny_a) and _tiny_a.__name__ == "_tiny_a"  # returned unchanged
+    assert available_models()[-3:] == ["_tiny_a", "tiny-b", "_tiny_c"]
+    assert "_unused_name" not in MODELS
+    assert available_models(pretrained=True) == ["resnet50", "resnet101", "_tiny_c"]
+
+    # build_model passes `pretrained` only to builders registered with pretrained=True
+    assert isinstance(build_model("_tiny_a", 3, in_channels=1, image_size=9), _Tiny)
+    build_model("tiny-b", 4)
+    build_model("_tiny_c", 5, pretrained=True)
+    build_model("_tiny_c", 5)
+    assert calls == [("a", 3, 1, 9), ("b", 4, 3, 32), ("c", True), ("c", False)]
+    model = build_model("tiny-b", 4).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(model(x), model.classifier(model.forward_head(model.forward_features(x), pre_logits=True)))
+
+
+def test_register_duplicate_name_raises(scratch_registry):
+    builder = MODELS["resnet20"]
+
+    def resnet20(num_classes, in_channels=3, image_size=32):  # pragma: no cover - never registered
+        return _Tiny(num_classes, in_channels)
+
+    with pytest.raises(ValueError, match="'resnet20' is already registered"):
+        register_model(resnet20)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("small_cnn", pretrained=True)(resnet20)
+    assert MODELS["resnet20"] is builder
+    assert "small_cnn" not in available_models(pretrained=True)
+
+    register_model("_tiny_dup")(resnet20)
+    with pytest.raises(ValueError, match="'_tiny_dup' is already registered"):
+        register_model("_tiny_dup")(resnet20)
+
+
+def test_register_model_bad_name(scratch_registry):
+    with pytest.raises(ValueError, match="non-empty string"):
+        register_model("")(lambda *a: None)
+    with pytest.raises(ValueError, match="non-empty string"):
+        register_model(functools.partial(_Tiny, 3))  # no __name__ and no name given
+    with pytest.raises(TypeError, match="callable"):
+        register_model("_tiny_not_callable")(42)
+    assert "_tiny_not_callable" not in MODELS
 
 
 def test_unknown_model_message():
@@ -183,6 +300,42 @@ def test_bad_image_size():
 def test_pretrained_unsupported_for_cifar_models():
     with pytest.raises(ValueError, match="resnet20"):
         build_model("resnet20", 10, pretrained=True)
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED_DIMS if n not in IMAGENET])
+def test_pretrained_rejected_without_weights(name, monkeypatch):
+    """One check in build_model, before the builder runs or the network is touched."""
+    def fail(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("builder or network reached")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
+    monkeypatch.setitem(MODELS, name, fail)
+    expected = (
+        f"no pretrained weights are available for '{name}'; pretrained=True is only supported for: resnet50, resnet101"
+    )
+    with pytest.raises(ValueError) as info:
+        build_model(name, 10, pretrained=True)
+    assert str(info.value) == expected
+    assert name not in available_models(pretrained=True)
+
+
+def test_models_package_imports():
+    """The models package imports only the standard library, torch, torchvision and colam_core.errors."""
+    allowed = set(sys.stdlib_module_names) | {"torch", "torchvision"}
+    pkg = Path(models.__file__).parent
+    files = sorted(pkg.glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "registry.py", "base.py"}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert max(len(line) for line in text.splitlines()) <= 120, path.name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1, f"{path.name}: import from outside the package"
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module.split(".")[0] in allowed or node.module == "colam_core.errors", path.name
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in allowed or alias.name == "colam_core.errors", path.name
 
 
 def test_not_pretrained_never_downloads(monkeypatch):
