@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colam_core import data as D
+from colam_core.data import containers as D  # defaults read at call time there
 from colam_core.data import (
     DATASETS,
     DataError,

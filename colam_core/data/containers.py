@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "DATASETS",
@@ -561,7 +561,7 @@ class InMemoryData(ImageData):
         return self._train_iter(batches, epoch, seed, padding, flip, start_batch)
 
     def _sharded_train_iter(self, batches, epoch, seed, padding, flip, start_batch, shard, paired):
-        from .distributed import shard_positions
+        from ..distributed import shard_positions
         x_all, y_all, dev = self._x_dev["train"], self._y_dev["train"], self.device
         for b in range(start_batch, len(batches)):
             pos = shard_positions(batches[b].numel(), shard[0], shard[1], paired)
@@ -721,7 +721,7 @@ class FolderData(ImageData):
             idx = batches[b]
             seeds = torch.randint(0, 2 ** 62, (idx.numel(),), generator=batch_generator(seed, epoch, b))
             if shard is not None:  # the rank's share, each sample keeping its own seed
-                from .distributed import shard_positions
+                from ..distributed import shard_positions
                 pos = shard_positions(idx.numel(), shard[0], shard[1], getattr(batch_sampler, "paired", False))
                 idx, seeds = idx[pos], seeds[pos]
             keyed.append(list(zip(idx.tolist(), seeds.tolist())))
