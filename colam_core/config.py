@@ -21,7 +21,6 @@ from .methods import available_methods
 from .runs import FINGERPRINT_EXCLUDED, load_soft_label_matrix
 
 SCHEDULES = ("multistep", "cosine", "constant")
-AUGMENTS = ("auto", "crop_flip", "crop", "flip", "none")
 AVERAGES = ("logits", "probs")
 UPDATES = ("eval", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -141,7 +140,7 @@ class Config:
         choice("model", _models.available_models())
         choice("method", available_methods())
         choice("schedule", SCHEDULES)
-        choice("augment", AUGMENTS)
+        choice("augment", _data.AUGMENTS)
         choice("average", AVERAGES)
         choice("update", UPDATES)
         choice("device", DEVICES)
@@ -202,7 +201,7 @@ class Config:
                                   + " (no CUDA device is available)")
         if self.device == "mps" and not _mps_available():
             raise ConfigError("device", "mps", "auto, cpu (no MPS device is available)")
-        native = _data._NATIVE_SIZE.get(self.dataset)
+        native = _data.native_size(self.dataset)
         if native is not None and self.image_size is not None and self.image_size != native:
             raise ConfigError("image_size", self.image_size, f"none or {native} for {self.dataset} (its images are "
                               f"{native}x{native}; image_size applies to imagefolder)")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from colam_core import data as D
+from colam_core.data import discovery  # where the default places are read, at call time
 from colam_core.data import (
     DATASETS,
     DataError,
@@ -37,8 +38,8 @@ from datafiles import (  # noqa: E402  (tests/ is on sys.path under pytest's roo
 @pytest.fixture
 def no_default_dirs(tmp_path, monkeypatch):
     """Point the download cache and Debian's Fashion-MNIST dir at empty places."""
-    monkeypatch.setattr(D, "DEFAULT_DATA_ROOT", str(tmp_path / "cache"))
-    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "no-system-dir"))
+    monkeypatch.setattr(discovery, "DEFAULT_DATA_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setattr(discovery, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "no-system-dir"))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,39 @@ def test_unknown_name_lists_allowed():
         for name in DATASETS:
             assert name in msg
     assert issubclass(DataError, ValueError)
+
+
+def test_registry_is_the_single_source(monkeypatch):
+    """Names, native sizes and loaders live in one DatasetSpec each; config and load_dataset read them."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    from colam_core.config import Config
+    from colam_core.data import DatasetSpec, native_size
+    from colam_core.errors import ConfigError
+
+    assert list(DATASETS) == ["digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"]
+    for name, spec in DATASETS.items():
+        assert isinstance(spec, DatasetSpec) and spec.name == name and callable(spec.loader)
+        assert native_size(name) == spec.native_size
+    assert DATASETS["cifar10"].native_size == 32 and DATASETS["imagefolder"].native_size is None
+    with pytest.raises(ConfigError) as ei:
+        Config(dataset="cifar10", image_size=64).validate()
+    assert ei.value.option == "image_size" and "32" in ei.value.allowed
+    # change the spec and both config validation and load_dataset follow it
+    monkeypatch.setitem(DATASETS, "synthetic", dataclasses.replace(DATASETS["synthetic"], native_size=16))
+    Config(dataset="synthetic", image_size=16).validate()
+    with pytest.raises(ConfigError) as ei:
+        Config(dataset="synthetic", image_size=8).validate()
+    assert ei.value.option == "image_size" and "16" in ei.value.allowed
+    with pytest.raises(DataError, match="whose images are 16x16"):
+        load_dataset("synthetic", image_size=8)
+    # no second list: a dataset name appears as a string constant only where it is registered
+    package = Path(D.__file__).parent
+    where = {p.name for p in package.glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Constant) and node.value in DATASETS}
+    assert where == {"loaders.py"}
 
 
 def test_missing_data_mentions_fixes(tmp_path, no_default_dirs):
@@ -447,7 +481,8 @@ def test_eval_batches_in_order(synth):
 
 
 def test_pair_sampler_invariants(synth):
-    labels = torch.tensor([0] * 5 + [1] + [2] * 3 + [3] * 7)[torch.randperm(16, generator=torch.Generator().manual_seed(0))]
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0] * 5 + [1] + [2] * 3 + [3] * 7)[perm]
     sampler = make_pair_batch_sampler(labels)
     batches = sampler(16, 5, torch.Generator().manual_seed(1))
     assert [len(b) for b in batches] == [10, 10, 10, 2]
