@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from . import data as _data
 from . import models as _models
 from .errors import ConfigError, DataError
-from .methods import available_methods
+from .methods import PEER_FILTERS, available_methods
 from .runs import FINGERPRINT_EXCLUDED, load_soft_label_matrix
 
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -56,6 +56,9 @@ class Config:
     average: str = "logits"          # average logits (Eq. 6) or probabilities
     update: str = "eval"             # eval pass at stage end (faithful) or online accumulation
     hard_weight: float = 0.0         # extension, not in the paper: mix one-hot into the soft label
+    peer_filter: str = "all"         # extension: "correct" averages only correctly classified peers (no erasure)
+    own_floor: float = 0.0           # extension: mix in one-hot only as far as needed for own-class mass >= floor
+    stage1_T: float | None = None    # extension: temperature of stage 1's hard-label loss (None: T, as Eq. 4)
     ls_eps: float = 0.1              # label smoothing (Szegedy et al. 2016)
     cp_beta: float = 0.1             # confidence penalty (Pereyra et al. 2017)
     dl_alpha: float = 0.1            # DisturbLabel noise rate (Xie et al. 2016)
@@ -143,6 +146,7 @@ class Config:
         choice("augment", _data.AUGMENTS)
         choice("average", AVERAGES)
         choice("update", UPDATES)
+        choice("peer_filter", PEER_FILTERS)
         choice("device", DEVICES)
         choice("amp", AMP_MODES)
         choice("optimizer", ("sgd",))
@@ -170,6 +174,12 @@ class Config:
         number("weight_decay", 0)
         number("gamma", 0, 1, lo_open=True)
         number("hard_weight", 0, 1)
+        number("own_floor", 0, 1, hi_open=True)
+        if self.stage1_T is not None:
+            number("stage1_T", 0, lo_open=True)
+        for opt, off in (("peer_filter", "all"), ("own_floor", 0.0), ("stage1_T", None)):
+            if self.method != "colam" and getattr(self, opt) != off:
+                raise ConfigError(opt, getattr(self, opt), f"{off!r} unless method is colam (a COLAM extension)")
         number("ls_eps", 0, 1)
         number("cp_beta", 0)
         number("dl_alpha", 0, 1)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # methods read a validated Config; config checks method names
     from .config import Config
 
 SEED_MIX = 1_000_003
+#: COLAM's peers for a label update: all of them (the paper), or only those the stage's model classifies correctly
+PEER_FILTERS = ("all", "correct")
 
 
 @dataclass
@@ -181,6 +183,17 @@ class COLAM(Method):
     class c becomes softmax(mean_{x in peers(c)} f(x) / T) (Eq. 6: the mean is
     the argmin of the summed squared distances), and stage s + 1 trains every
     sample of class c on it with loss CE(q_c, softmax(f(x) / T)) (Eq. 4).
+
+    Extensions, off by default (not in the paper; docs/RESULTS.md measures why they exist):
+
+    - ``peer_filter="correct"``: average only over the peers the stage's model classifies correctly. Each such
+      peer's logits peak at its own class c (z_c > z_j), so their mean does too, and so does softmax(mean / T):
+      the label's largest entry is provably c, and no class can be *erased* (trained toward another class).
+      A class without a correct peer keeps its previous label (one-hot after stage 1) and is reported.
+    - ``own_floor=f``: where a learned label gives its own class less than f, mix in the one-hot label just
+      enough (weight (f - q_cc) / (1 - q_cc)) for q_cc = f; other labels are unchanged.
+    - ``stage1_T``: the temperature of stage 1's hard-label loss (default T, as Eq. 4 prints it; 1.0 trains
+      stage 1 exactly as HL does).
     """
     name = "colam"
 
@@ -192,6 +205,7 @@ class COLAM(Method):
         self._sums = None           # online accumulation
         self._counts = None
         self._peer_mask = None
+        self.no_peer_classes: list[int] = []   # classes of the last update that kept their previous label
 
     def targets(self, y):
         if self.soft is None:
@@ -218,17 +232,30 @@ class COLAM(Method):
         z = logits.float()
         return z if self.cfg.average == "logits" else F.softmax(z / self.T, 1)
 
+    def _peer_stats(self, z, y):
+        """Class sums and counts of the values of the peers in this batch (correct ones only, if filtered)."""
+        if self.cfg.peer_filter == "correct":
+            keep = z.argmax(1) == y
+            z, y = z[keep], y[keep]
+        return class_statistics(self._values(z), y, self.C)
+
     def _finish(self, sums, counts, reduce) -> np.ndarray:
         reduce(sums, counts)
         mean = sums / counts.clamp_min(1)[:, None]
         soft = F.softmax(mean / self.T, 1) if self.cfg.average == "logits" else mean
         soft = soft / soft.sum(1, keepdim=True)
-        # a class without peers (only possible with tiny subsets) keeps its previous / hard label
+        # a class without peers (tiny subsets, or none classified correctly) keeps its previous / hard label
         empty = counts == 0
+        self.no_peer_classes = [int(c) for c in torch.nonzero(empty).flatten()]
         if empty.any():
             prev = self.soft.double() if self.soft is not None else torch.eye(self.C, dtype=torch.float64,
                                                                               device=soft.device)
-            soft[empty] = prev[empty]
+            soft[empty] = prev[empty].to(soft.device)
+        floor = self.cfg.own_floor
+        if floor > 0:
+            own = torch.diagonal(soft)
+            a = ((floor - own) / (1 - own).clamp_min(1e-12)).clamp(0, 1)[:, None]  # 0 where own >= floor
+            soft = (1 - a) * soft + a * torch.eye(self.C, dtype=soft.dtype, device=soft.device)
         self.soft = soft.float().to(self.device)
         return self.soft.cpu().numpy()
 
@@ -253,10 +280,11 @@ class COLAM(Method):
                 if self._peer_mask is not None:
                     keep = self._peer_mask[idx]
                     vals, ys = vals[keep], y[keep]
-                s, c = class_statistics(self._values(vals), ys, self.C)
+                s, c = self._peer_stats(vals.float(), ys)
                 self._sums += s
                 self._counts += c
-        return soft_cross_entropy(logits, self.targets(y), self.T), logits, y
+        T = self.cfg.stage1_T if ctx.stage == 1 and self.cfg.stage1_T is not None else self.T
+        return soft_cross_entropy(logits, self.targets(y), T), logits, y
 
     def stage_end(self, infer, data, ctx):
         if ctx.stage >= ctx.num_stages:
@@ -268,7 +296,7 @@ class COLAM(Method):
         sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
         counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
         for x, y, _ in data.eval_batches("train", self.cfg.eval_batch_size, indices=self.peer_indices(ctx.stage)):
-            s, c = class_statistics(self._values(infer(x)), y.to(self.device), self.C)
+            s, c = self._peer_stats(infer(x), y.to(self.device))
             sums += s
             counts += c
         return self._finish(sums, counts, ctx.reduce)

@@ -1,7 +1,8 @@
-"""Numpy-only metrics: calibration (ECE, reliability bins). No torch, no pandas: any layer may use them."""
+"""Numpy-only metrics: calibration (ECE, reliability bins) and soft-label health. No torch, no pandas: any layer
+may use them."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -47,4 +48,46 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
     return float(np.sum(count[used] / n * np.abs(bins["accuracy"][used] - bins["confidence"][used])))
 
 
-__all__ = ["reliability_bins", "expected_calibration_error"]
+# ----------------------------------------------------------------------------- soft-label health
+def class_health(soft: Any) -> dict[str, np.ndarray]:
+    """Per class c of a C x C soft-label matrix (row c = the label of class c):
+
+    own_mass (q_cc), own_rank (1 = the largest entry of its row; ties count in the class's favour),
+    top_class (the argmax of the row, c itself on a tie), top_mass, and erased: the row's largest entry belongs
+    to another class, so training on it pulls the whole class toward that one (the class is *erased*)."""
+    q = np.asarray(soft, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != q.shape[1]:
+        raise ValueError(f"soft labels must be a C x C matrix; got shape {q.shape}")
+    C = q.shape[0]
+    own = np.diag(q).copy()
+    others = q.copy()
+    others[np.arange(C), np.arange(C)] = -np.inf
+    best_other = others.argmax(axis=1) if C > 1 else np.zeros(C, dtype=np.int64)
+    best_other_mass = others[np.arange(C), best_other] if C > 1 else np.full(C, -np.inf)
+    erased = best_other_mass > own
+    return {"own_mass": own, "own_rank": 1 + (q > own[:, None]).sum(axis=1),
+            "top_class": np.where(erased, best_other, np.arange(C)),
+            "top_mass": np.maximum(own, best_other_mass), "erased": erased}
+
+
+def soft_label_health(mats: Mapping[str, Any]) -> dict[str, dict]:
+    """``{"stage_K": {"own_mass_mean", "own_mass_min", "erased_classes"}}`` for every update, in order.
+
+    ``erased_classes`` lists the classes whose label's largest entry is another class (see `class_health`)."""
+    out = {}
+    for key, soft in mats.items():
+        h = class_health(soft)
+        out[key] = {"own_mass_mean": float(h["own_mass"].mean()), "own_mass_min": float(h["own_mass"].min()),
+                    "erased_classes": [int(c) for c in np.flatnonzero(h["erased"])]}
+    return out
+
+
+def erasures(soft: Any) -> list[dict]:
+    """One dict per erased class: class, taken_by (the class holding its label's largest entry), own_mass and
+    taken_mass."""
+    h = class_health(soft)
+    return [{"class": int(c), "taken_by": int(h["top_class"][c]), "own_mass": float(h["own_mass"][c]),
+             "taken_mass": float(h["top_mass"][c])} for c in np.flatnonzero(h["erased"])]
+
+
+__all__ = ["reliability_bins", "expected_calibration_error", "class_health", "soft_label_health", "erasures"]

@@ -44,6 +44,18 @@ class DoneEvent:
 
 
 @dataclass
+class WarningEvent:
+    """Something the user must see now: a soft-label update erased classes (their label's largest entry is another
+    class: `erased`, dicts of class / taken_by / own_mass / taken_mass), or classes kept their previous label for
+    want of a peer (`no_peers`)."""
+    stage: int
+    message: str
+    erased: list = field(default_factory=list)
+    no_peers: list = field(default_factory=list)
+    kind: str = "warning"
+
+
+@dataclass
 class StoppedEvent:
     stage: int
     epoch: int
@@ -51,4 +63,42 @@ class StoppedEvent:
     kind: str = "stopped"
 
 
-__all__ = ["BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent"]
+class EventSource:
+    """subscribe / unsubscribe listeners (any callable taking one event) and emit events to them in order."""
+
+    def __init__(self, listeners=()):
+        self._listeners = list(listeners)
+
+    def subscribe(self, listener):
+        self._listeners.append(listener)
+        return listener
+
+    def unsubscribe(self, listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+
+def erasure_warning(stage: int, erased: list, no_peers: list, class_names) -> WarningEvent | None:
+    """The WarningEvent for a soft-label update, naming every erased class and the class that took its label."""
+    if not erased and not no_peers:
+        return None
+    name = (lambda c: f"{c} ({class_names[c]})") if class_names else str
+    parts = []
+    if erased:
+        parts.append("the soft labels learned at the end of stage {} erase {}: ".format(stage, len(erased)) + "; ".join(
+            f"class {name(e['class'])} now puts {e['taken_mass']:.2f} on {name(e['taken_by'])} and "
+            f"{e['own_mass']:.2f} on itself" for e in erased)
+            + " (training pulls these classes toward the others; try --peer-filter correct, longer stages or "
+              "fewer stages: docs/RESULTS.md)")
+    if no_peers:
+        parts.append(f"no correctly classified peer for class(es) {', '.join(name(c) for c in no_peers)} at the end "
+                     f"of stage {stage}: they keep their previous label")
+    return WarningEvent(stage, "; ".join(parts), list(erased), list(no_peers))
+
+
+__all__ = ["BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent", "WarningEvent", "EventSource",
+           "erasure_warning"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RunError, TrainingError
 from ..runs import (CONFIG_FILE, LAST_CHECKPOINT, SOFT_LABELS_FILE, SUMMARY_FILE, RunDir, describe_difference,
-                    fault_point)
+                    fault_point, versions)
 
 
 class Recorder:
@@ -48,13 +48,20 @@ class Recorder:
             return existing, resume
         return self.strategy.run(on_main, main_only=True)
 
-    def load_resume(self, resume: str | None, from_stage: int | None) -> dict | None:
-        """The checkpoint dict to resume from (every rank reads it from the shared run directory)."""
+    def load_resume(self, resume: str | None, from_stage: int | None, fingerprint: dict) -> dict | None:
+        """The checkpoint dict to resume from (every rank reads it from the shared run directory); one written
+        for another configuration is refused."""
         if resume is None:
             return None
         path = self.last_path if resume == "last" else self.run_dir.ckpt_dir / f"stage_{from_stage}.pt"
         self.strategy.check_visible(path)
-        return self.run_dir.load_last() if resume == "last" else self.run_dir.load_stage_resume(from_stage)
+        ckpt = self.run_dir.load_last() if resume == "last" else self.run_dir.load_stage_resume(from_stage)
+        diff = describe_difference(ckpt.get("fingerprint") or {}, fingerprint, "in the checkpoint", "in this run")
+        if diff:
+            what = f" ({diff})" if ckpt.get("fingerprint") else ""
+            raise RunError(f"{self.last_path} belongs to another configuration{what}; nothing was changed: start "
+                           "a new run with another --out")
+        return ckpt
 
     def abort(self) -> None:
         """Setup failed: release the lock, and remove the folder if this call created it."""
@@ -126,4 +133,17 @@ class Recorder:
         self.strategy.run(guarded, main_only=True)
 
 
-__all__ = ["Recorder"]
+def describe_run(trainer) -> dict:
+    """What config.json holds: the resolved configuration and everything a reader needs to rebuild the run."""
+    cfg = trainer.cfg
+    return {
+        "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
+        "device": str(trainer.device), "amp": str(trainer.amp).replace("torch.", "") if trainer.amp else "off",
+        "channels_last": trainer.channels_last, "dataset": trainer.info.__dict__.copy(),
+        "output_temperature": trainer.method.output_temperature, "num_stages": trainer.num_stages,
+        "stage_epochs": trainer.stage_epochs, "total_epochs": trainer.total_epochs,
+        "trainings": cfg.generations, "distributed": trainer.strategy.describe(),
+    }
+
+
+__all__ = ["Recorder", "describe_run"]

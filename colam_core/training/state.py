@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import RunError
+from ..metrics import erasures, soft_label_health
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -78,8 +81,20 @@ class TrainState:
             "epoch_seconds": self.epoch_seconds, "fingerprint": fingerprint,
         }
 
+    def restore(self, st: dict, model, optimizer, scaler, method, where: str, model_name: str) -> None:
+        """Everything a checkpoint holds: the model, optimiser, scaler and method, then this state."""
+        try:
+            model.load_state_dict(st["model"])
+        except RuntimeError as e:
+            raise RunError(f"{where} does not fit model {model_name!r}: {str(e).splitlines()[0]}") from None
+        optimizer.load_state_dict(st["optimizer"])
+        if scaler and st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        method.load_state_dict(st["method"])
+        self.load(st)
+
     def load(self, st: dict) -> None:
-        """Progress, history and timings from a checkpoint (the model, optimiser and method load separately)."""
+        """Progress, history and timings from a checkpoint."""
         self.epoch, self.batch = st["epoch"], st["batch"]
         self.running.load(st["running"])
         self.history = list(st["history"])
@@ -102,6 +117,8 @@ class TrainState:
             "update_seconds_total": float(sum(self.update_seconds)),
             "mean_images_per_s": float(np.mean(ips)) if ips else None,
             "soft_label_own_mass": {k: float(np.mean(np.diag(v))) for k, v in self.soft_labels.items()},
+            "soft_label_health": soft_label_health(self.soft_labels),
+            "soft_label_erasures": {k: erasures(v) for k, v in self.soft_labels.items()},
             "device": str(device), "test_ece": float(test_ece),
         }
 

@@ -22,21 +22,21 @@ import torch
 
 from ..config import Config
 from ..data import load_dataset
-from ..errors import RunError, TrainingError
+from ..errors import TrainingError
 from ..methods import StepContext, build_method
-from ..metrics import expected_calibration_error
+from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
-from ..runs import FAULT, dataset_kwargs, describe_difference, fault_point, versions
+from ..runs import FAULT, dataset_kwargs, fault_point, stage_key
 from .evaluation import evaluate
-from .events import DoneEvent, EpochEvent, StageEvent, StoppedEvent
-from .recorder import Recorder
+from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, erasure_warning
+from .recorder import Recorder, describe_run
 from .state import TrainState
 from .step import TrainStep, amp_dtype, lr_factor, make_optimizer, train_one_epoch
 from .stop import StopOnSignal
 from .strategy import make_strategy
 
 
-class Trainer:
+class Trainer(EventSource):
     """Train one run; see the module docstring and docs/ARCHITECTURE.md."""
 
     def __init__(self, cfg: Config | dict, out: str | Path | None = None, progress: bool = False,
@@ -45,7 +45,7 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out) if out is not None else Path("runs") / (
             cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
-        self._listeners: list[Callable] = list(listeners)
+        super().__init__(listeners)
         self._stop = threading.Event()
         self.strategy = make_strategy(cfg.device)
         self.device = self.strategy.device
@@ -79,17 +79,10 @@ class Trainer:
         self.state = TrainState(self.device)
         self.summary: dict | None = None
         self._build_model(generation=1)
-        ckpt = self.recorder.load_resume(resume, from_stage)
+        ckpt = self.recorder.load_resume(resume, from_stage, cfg.fingerprint())
         if ckpt is not None:
             self._load(ckpt)
-        self.resolved = {
-            "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
-            "device": str(self.device), "amp": str(self.amp).replace("torch.", "") if self.amp else "off",
-            "channels_last": self.channels_last, "dataset": self.info.__dict__.copy(),
-            "output_temperature": self.method.output_temperature, "num_stages": self.num_stages,
-            "stage_epochs": self.stage_epochs, "total_epochs": self.total_epochs,
-            "trainings": cfg.generations, "distributed": strategy.describe(),
-        }
+        self.resolved = describe_run(self)
         self.recorder.start(self.resolved, self.state, repair=existing is not None,
                             stage_checkpoint=ckpt if resume == "stage" else None, done=self.done)
 
@@ -112,25 +105,11 @@ class Trainer:
                                                             self.method, self.cfg.fingerprint()))
 
     def _load(self, ckpt: dict) -> None:
-        diff = describe_difference(ckpt.get("fingerprint") or {}, self.cfg.fingerprint(), "in the checkpoint",
-                                   "in this run")
-        if diff:
-            what = f" ({diff})" if ckpt.get("fingerprint") else ""
-            raise RunError(f"{self.recorder.last_path} belongs to another configuration{what}; nothing was "
-                           "changed: start a new run with another --out")
         gen = self._stage_of(ckpt["epoch"] + 1) if self.method.restart_after_stage else 1
-        if gen != 1:
+        if gen != 1:  # Label Refinery resumed in generation 2: that generation's fresh model first
             self._build_model(generation=gen)
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise RunError(f"checkpoint {self.recorder.last_path} does not fit model {self.cfg.model!r}: "
-                           f"{str(e).splitlines()[0]}") from None
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.step.scaler and ckpt.get("scaler"):
-            self.step.scaler.load_state_dict(ckpt["scaler"])
-        self.method.load_state_dict(ckpt["method"])
-        self.state.load(ckpt)
+        self.state.restore(ckpt, self.model, self.optimizer, self.step.scaler, self.method,
+                           where=f"checkpoint {self.recorder.last_path}", model_name=self.cfg.model)
         self.strategy.after_load(self.state.running, self.method)
 
     # ---------------------------------------------------------------- public
@@ -147,14 +126,6 @@ class Trainer:
     def current_stage(self) -> int:
         """The stage that runs next (or the last one when done)."""
         return self._stage_of(min(self.epoch + 1, self.total_epochs))
-
-    def subscribe(self, listener: Callable) -> Callable:
-        self._listeners.append(listener)
-        return listener
-
-    def unsubscribe(self, listener: Callable) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
     def request_stop(self) -> None:
         """Ask training to stop at the next batch boundary (thread-safe)."""
@@ -213,10 +184,6 @@ class Trainer:
     def _stage_of(self, epoch: int) -> int:
         return (epoch - 1) // self.stage_epochs + 1
 
-    def _emit(self, event) -> None:
-        for listener in list(self._listeners):
-            listener(event)
-
     def _run_stage(self) -> StageEvent | None:
         stage, event = self.current_stage, None
         while not self.done and self._stage_of(self.epoch + 1) == stage:
@@ -266,7 +233,8 @@ class Trainer:
         if not last_of_stage:
             return None
         event = StageEvent(stage, soft, {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc,
-                                         "update_seconds": upd_s if soft is not None else None})
+                                         "update_seconds": upd_s if soft is not None else None,
+                                         "erased": erasures(soft) if soft is not None else []})
         self._emit(event)
         return event
 
@@ -284,8 +252,12 @@ class Trainer:
             torch.cuda.synchronize()
         upd_s = time.perf_counter() - t1
         if soft is not None:
-            self.state.soft_labels[f"stage_{ctx.stage}"] = soft
+            self.state.soft_labels[stage_key(ctx.stage)] = soft
             self.state.update_seconds.append(upd_s)
+            warning = erasure_warning(ctx.stage, erasures(soft), getattr(self.method, "no_peer_classes", []),
+                                      self.info.class_names)
+            if warning is not None:
+                self._emit(warning)
         return soft, upd_s
 
     def _finish(self) -> dict:
