@@ -1,7 +1,8 @@
 """Benchmark: our training loop against the loop a researcher writes by hand, and against the machine.
 
-    python -m colam_core.bench                      # the default run: a few minutes on 2 CPU cores
-    python -m colam_core.bench --device cuda --batches 100 --rounds 5
+    python -m benchmarks.training                   # the default run: a few minutes on 2 CPU cores
+    python -m benchmarks.training --device cuda --batches 100 --rounds 5
+    python -m colam_core.bench ...                  # the same, from a source checkout (a launcher)
 
 In ONE run, on one device, with one model (ResNet-20 on 3x32x32 CIFAR-100-shaped data by
 default) and one batch size, it measures steady-state training images/s of
@@ -26,18 +27,17 @@ round by round (the order rotates every round), so that load from other processe
 alike; every ratio is the median of the per-round ratios. Warm-up (first batch: oneDNN / cuDNN
 set-up, compilation) is reported separately from the steady state.
 
-The output is a table, then one final line holding a JSON object with every figure.
+The output is a table, then one final line holding a JSON object with every figure. The instruments
+(the synthetic data, the reference loop, the timed windows, the meters) are in ``benchmarks.harness``, the
+table and the targets in ``benchmarks.report``; this file holds the sections and the command line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import pickle
-import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,287 +45,20 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+from benchmarks.harness import (CLEAN_FOREIGN, METER, ReferenceLoop, TrainerWindows, machine_summary, matmul_flops,
+                                median, paired_ratio, rotate, summarize, sync, write_cifar100)
+from benchmarks.report import check_targets, render
+
+ROOT = Path(__file__).resolve().parents[1]  # the source checkout: the memory probe runs from here
 PAPER_UPDATE_INTERVAL = 40  # epochs per stage in the paper (160 epochs, 4 stages)
 TEST_LIMIT = 200  # test images evaluated at each epoch end of the timed trainers (not timed)
 
 
-# ----------------------------------------------------------------------------- small helpers
-CLEAN_FOREIGN = 0.25  # a window is "clean" when other processes used less than this many cores during it
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _median(xs):
-    xs = [x for x in xs if x is not None]
-    return float(statistics.median(xs)) if xs else None
-
-
-def _rotate(items: list, r: int) -> list:
-    k = r % len(items) if items else 0
-    return items[k:] + items[:k]
-
-
-class CpuMeter:
-    """CPU time that processes other than this one and its children use, per wall second (Linux /proc).
-
-    The benchmark shares its cores with whatever else runs; a window during which others used
-    a noticeable share of the CPU is marked, and the figures prefer the clean windows.
-    ``snap()`` returns None where /proc is not available.
-    """
-
-    def __init__(self):
-        self.ok = os.path.exists("/proc/stat") and os.path.exists(f"/proc/{os.getpid()}/task")
-        self.tck = os.sysconf("SC_CLK_TCK") if self.ok else 100
-
-    @staticmethod
-    def _busy() -> int:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
-
-    def _tree(self, pid: int) -> int:
-        total = 0
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    total += sum(self._tree(int(c)) for c in f.read().split())
-        except (OSError, ValueError, IndexError):
-            pass
-        return total
-
-    def snap(self):
-        if not self.ok:
-            return None
-        try:
-            return time.perf_counter(), self._busy(), self._tree(os.getpid())
-        except (OSError, ValueError):
-            return None
-
-    def foreign(self, a, b) -> float | None:
-        """Cores' worth of CPU used by other processes between two snaps."""
-        if a is None or b is None or b[0] <= a[0]:
-            return None
-        return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / self.tck / (b[0] - a[0]))
-
-
-METER = CpuMeter()
-
-
-def _summarize(ips: list[float], foreign: list) -> dict:
-    """Median over clean windows (all windows when none is clean), plus the raw figures."""
-    clean = [i for i, f in zip(ips, foreign) if f is not None and f < CLEAN_FOREIGN]
-    return {"images_per_s": _median(clean) if clean else _median(ips), "images_per_s_median": _median(ips),
-            "images_per_s_best": max(ips), "clean_windows": len(clean), "windows": len(ips),
-            "images_per_s_rounds": ips, "foreign_cores_rounds": foreign}
-
-
-def _paired_ratio(a: list, b: list, fa: list, fb: list) -> tuple[float | None, int]:
-    """Median of per-round ratios a/b over rounds where both windows were clean (else over all rounds)."""
-    pairs = [(x / y) for x, y, f, g in zip(a, b, fa, fb)
-             if f is not None and g is not None and f < CLEAN_FOREIGN and g < CLEAN_FOREIGN]
-    if pairs:
-        return _median(pairs), len(pairs)
-    return _median([x / y for x, y in zip(a, b)]), 0
-
-
-def machine_summary() -> dict:
-    """CPU model, cores, threads, torch version, accelerator name."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        cpu = info.get("Model name", cpu)
-        flags = info.get("Flags", "").split()
-        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    except (OSError, subprocess.SubprocessError):
-        isa = []
-    d = {"cpu": cpu, "cpu_count": os.cpu_count(), "isa": isa, "torch": torch.__version__,
-         "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-         "python": platform.python_version()}
-    if torch.cuda.is_available():
-        d["cuda_device"] = torch.cuda.get_device_name()
-    return d
-
-
-def write_cifar100(root: Path, num_train: int = 50_000, num_test: int = 10_000, num_classes: int = 100,
-                   seed: int = 0) -> Path:
-    """Random uint8 images in CIFAR-100's python pickle layout (``root/cifar-100-python/{train,test,meta}``).
-
-    Labels cycle through the classes (balanced); the coarse label of fine class c is c * 20 // C.
-    """
-    d = Path(root) / "cifar-100-python"
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name, n in (("train", num_train), ("test", num_test)):
-        fine = np.arange(n) % num_classes
-        rng.shuffle(fine)
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        with open(d / name, "wb") as f:
-            pickle.dump({"data": data, "fine_labels": fine.tolist(),
-                         "coarse_labels": (fine * 20 // num_classes).tolist()}, f, protocol=4)
-    with open(d / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"class_{i}" for i in range(num_classes)],
-                     "coarse_label_names": [f"super_{i}" for i in range(20)]}, f, protocol=4)
-    return Path(root)
-
-
-def matmul_flops(device: torch.device, dtype=torch.float32, n: int | None = None, reps: int = 3) -> float:
-    """Best FLOP/s of an n x n x n matmul (n = 2048 on CPU, 8192 on an accelerator)."""
-    n = n or (2048 if device.type == "cpu" else 8192)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    _sync(device)
-    best = float("inf")
-    inner = 1 if device.type == "cpu" else 10
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(inner):
-            a @ b
-        _sync(device)
-        best = min(best, (time.perf_counter() - t) / inner)
-    return 2 * n ** 3 / best
-
-
-# ----------------------------------------------------------------------------- the reference loop
-def reference_dataset(root: Path, transform):
-    """torchvision's CIFAR100 (PIL images from ``__getitem__``), minus its md5 check of the files."""
-    import torchvision
-
-    class CIFAR100Files(torchvision.datasets.CIFAR100):
-        def _check_integrity(self) -> bool:  # our files are not the published ones
-            return True
-
-        def _load_meta(self) -> None:
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    return CIFAR100Files(str(root), train=True, transform=transform)
-
-
-class ReferenceLoop:
-    """The training loop of PyTorch's official examples (imagenet / cifar tutorial style)."""
-
-    def __init__(self, root: Path, model: str, num_classes: int, batch_size: int, workers: int,
-                 device: torch.device, lr: float = 0.05, seed: int = 0):
-        import torch.nn as nn
-        import torchvision.transforms as T
-
-        from .models import build_model
-
-        transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                               T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
-        self.dataset = reference_dataset(root, transform)
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, shuffle=True,
-                                                  num_workers=workers, pin_memory=device.type == "cuda",
-                                                  drop_last=True)
-        torch.manual_seed(seed)
-        self.device = device
-        self.model = build_model(model, num_classes, 3, 32).to(device).train()
-        self.criterion = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-        self._it = None
-        self.losses, self.correct, self.seen = 0.0, 0, 0
-
-    def step(self) -> None:
-        if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            images, target = next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            images, target = next(self._it)
-        images = images.to(self.device, non_blocking=True)
-        target = target.to(self.device, non_blocking=True)
-        output = self.model(images)
-        loss = self.criterion(output, target)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        self.losses += loss.item() * images.size(0)
-        self.correct += (output.argmax(1) == target).sum().item()
-        self.seen += images.size(0)
-
-    def window(self, warmup: int, n: int) -> dict:
-        """Warm-up steps, then n timed steps: {first_s, seconds, foreign}."""
-        t0 = time.perf_counter()
-        for i in range(warmup):
-            self.step()
-            if i == 0:
-                _sync(self.device)
-                first = time.perf_counter() - t0
-        _sync(self.device)
-        a = METER.snap()
-        t = time.perf_counter()
-        for _ in range(n):
-            self.step()
-        _sync(self.device)
-        secs = time.perf_counter() - t
-        return {"first_s": first, "seconds": secs, "foreign": METER.foreign(a, METER.snap())}
-
-    def close(self) -> None:
-        self._it = None  # shuts the workers down
-
-
-# ----------------------------------------------------------------------------- our trainer, windowed
-class TrainerWindows:
-    """Run a :class:`Trainer` in windows of batches (stopping cleanly between them) and time them."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-        self.batches_done = 0
-
-    def window(self, warmup: int, n: int) -> dict:
-        """Warm-up batches, then n timed batches (timed between batch events): {first_s, seconds, foreign}."""
-        tr, dev = self.trainer, self.trainer.device
-        stamps: list[float] = []
-        snaps = []
-        total = warmup + n
-
-        def listener(ev):
-            if ev.kind != "batch":
-                return
-            k = len(stamps)
-            if k in (0, warmup - 1, total - 1):
-                _sync(dev)
-            stamps.append(time.perf_counter())
-            if k in (warmup - 1, total - 1):
-                snaps.append(METER.snap())
-            if len(stamps) >= total:
-                tr.request_stop()
-
-        tr.subscribe(listener)
-        t0 = time.perf_counter()
-        try:
-            epoch_before = tr.epoch
-            tr.run_stage()
-        finally:
-            tr.unsubscribe(listener)
-        if tr.epoch != epoch_before or len(stamps) < total:
-            raise RuntimeError("a timed window ran past the end of an epoch; use more --train-images or fewer "
-                               "--batches / --rounds")
-        self.batches_done += total
-        return {"first_s": stamps[0] - t0, "seconds": stamps[total - 1] - stamps[warmup - 1],
-                "foreign": METER.foreign(*snaps)}
-
-
 def _config(args, data_root: Path, **kw):
-    from .config import Config
+    from colam_core.config import Config
+
     base = dict(dataset="cifar100", data_root=str(data_root), model=args.model, batch_size=args.batch_size,
                 lr=0.05, device=str(args.device), eval_batch_size=args.eval_batch_size, checkpoint_every_epoch=False,
                 seed=0)
@@ -340,7 +73,7 @@ def _config(args, data_root: Path, **kw):
 # ----------------------------------------------------------------------------- sections
 def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log) -> dict:
     """Reference vs ours HL vs ours COLAM online (vs ours HL compiled), interleaved, plus the matmul peak."""
-    from .trainer import Trainer, amp_dtype
+    from colam_core.training import Trainer
 
     device = args.device
     nb_epoch = args.train_images // args.batch_size
@@ -367,8 +100,8 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
                            out=workdir / "hl_compiled")
             trainers.append(comp)
             variants["ours_hl_compiled"] = TrainerWindows(comp)
-        amp = amp_dtype(ours.cfg.amp, device)
-        settings = {"channels_last": ours._channels_last, "amp": str(amp).replace("torch.", "") if amp else "off",
+        amp = ours.amp
+        settings = {"channels_last": ours.channels_last, "amp": str(amp).replace("torch.", "") if amp else "off",
                     "compile_row": bool(args.compile)}
         names = list(variants)
         ips: dict[str, list] = {k: [] for k in names}
@@ -377,7 +110,7 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
         mm: list[float] = []
         mm_amp: list[float] = []
         for r in range(args.rounds):
-            for name in _rotate(names, r):
+            for name in rotate(names, r):
                 w = variants[name].window(args.warmup, args.batches)
                 warm.setdefault(name, w["first_s"])
                 ips[name].append(args.batches * args.batch_size / w["seconds"])
@@ -396,15 +129,15 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
     out = {"settings": settings, "rounds": args.rounds, "batches_per_window": args.batches,
            "warmup_batches": args.warmup, "reference_workers": args.ref_workers, "clean_foreign_cores": CLEAN_FOREIGN}
     for name in names:
-        out[name] = {"warmup_s": warm[name], **_summarize(ips[name], foreign[name])}
+        out[name] = {"warmup_s": warm[name], **summarize(ips[name], foreign[name])}
     for name in names[1:]:
-        out[f"{name}_vs_reference"], out[f"{name}_vs_reference_pairs"] = _paired_ratio(
+        out[f"{name}_vs_reference"], out[f"{name}_vs_reference_pairs"] = paired_ratio(
             ips[name], ips["reference"], foreign[name], foreign["reference"])
-    out["ours_colam_online_vs_ours_hl"], out["ours_colam_online_vs_ours_hl_pairs"] = _paired_ratio(
+    out["ours_colam_online_vs_ours_hl"], out["ours_colam_online_vs_ours_hl_pairs"] = paired_ratio(
         ips["ours_colam_online"], ips["ours_hl"], foreign["ours_colam_online"], foreign["ours_hl"])
     if "ours_hl_compiled" in out:
         c, e = out["ours_hl_compiled"], out["ours_hl"]
-        out["ours_hl_compiled_vs_ours_hl"], _ = _paired_ratio(ips["ours_hl_compiled"], ips["ours_hl"],
+        out["ours_hl_compiled_vs_ours_hl"], _ = paired_ratio(ips["ours_hl_compiled"], ips["ours_hl"],
                                                               foreign["ours_hl_compiled"], foreign["ours_hl"])
         gain = 1 / e["images_per_s"] - 1 / c["images_per_s"]  # seconds saved per image
         extra = c["warmup_s"] - e["warmup_s"]
@@ -426,7 +159,7 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
 
 def bench_colam(args, root: Path, workdir: Path, log) -> dict:
     """COLAM (eval-pass and online) vs HL per epoch, in 1-epoch stages, interleaved epoch by epoch."""
-    from .trainer import Trainer
+    from colam_core.training import Trainer
 
     S = args.colam_epochs
     lim = args.colam_images
@@ -441,7 +174,7 @@ def bench_colam(args, root: Path, workdir: Path, log) -> dict:
         names = list(runs)
         foreign = {k: [] for k in names}
         for e in range(S):
-            for name in _rotate(names, e):
+            for name in rotate(names, e):
                 a = METER.snap()
                 runs[name].run_stage()
                 foreign[name].append(METER.foreign(a, METER.snap()))
@@ -459,7 +192,7 @@ def bench_colam(args, root: Path, workdir: Path, log) -> dict:
     use = clean or window
     E = len(use)
     U = sum(1 for i in use if i < len(upd))
-    u = _median([upd[i] / ((hl[i] + ev_train[i]) / 2) for i in use if i < len(upd)])
+    u = median([upd[i] / ((hl[i] + ev_train[i]) / 2) for i in use if i < len(upd)])
     return {
         "images": lim, "epochs": S, "stage_epochs": 1, "window_epochs": E, "updates_in_window": U,
         "clean_epochs": len(clean), "epoch_seconds": hist, "update_seconds": upd, "foreign_cores": foreign,
@@ -468,7 +201,7 @@ def bench_colam(args, root: Path, workdir: Path, log) -> dict:
         "eval_predicted_ratio": E / (E + U * u) if u is not None else None,
         "eval_train_only_ratio": sum(hl[i] for i in use) / sum(ev_train[i] for i in use),
         "online_ratio": sum(hl[i] for i in use) / sum(on[i] for i in use),
-        "online_ratio_median_epoch": _median([hl[i] / on[i] for i in use]),
+        "online_ratio_median_epoch": median([hl[i] / on[i] for i in use]),
         "update_interval_epochs": args.update_interval,
         "eval_ratio_at_interval": 1 / (1 + u / args.update_interval) if u is not None else None,
     }
@@ -479,18 +212,21 @@ def bench_soft_labels(device: torch.device, classes=(10, 100, 1000), peers=(2_00
     accumulating the per-class sums of the peers' outputs (linear in peers) and turning them into labels (C x C)."""
     import torch.nn.functional as F
 
-    from .config import Config
-    from .methods import COLAM, class_statistics, soft_cross_entropy
+    from colam_core.config import Config
+    from colam_core.methods import COLAM, class_statistics, soft_cross_entropy
 
     def best_of(fn):
         best = float("inf")
         for _ in range(reps + 1):
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             best = min(best, time.perf_counter() - t)
         return best
+
+    def no_reduce(*tensors):  # one process: nothing to sum over ranks (StepContext's default)
+        return None
 
     rows = []
     for C in classes:
@@ -499,15 +235,17 @@ def bench_soft_labels(device: torch.device, classes=(10, 100, 1000), peers=(2_00
         m = COLAM(Config(method="colam"), C, labels, device)
         g = torch.Generator(device="cpu").manual_seed(C)
         logits = (torch.randn(n_max, C, generator=g) * 3).to(device)
-        accumulate = {n: best_of(lambda n=n: class_statistics(m._values(logits[:n]), labels[:n], C)) for n in peers}
+        # the timed closures bind this class count's objects as defaults (each runs at once; B023)
+        accumulate = {n: best_of(lambda n=n, m=m, z=logits, y=labels, C=C:
+                                 class_statistics(m._values(z[:n]), y[:n], C)) for n in peers}
         sums, counts = class_statistics(m._values(logits), labels, C)
-        finish = best_of(lambda: m._finish(sums.clone(), counts.clone()))
+        finish = best_of(lambda m=m, s=sums, c=counts: m._finish(s.clone(), c.clone(), no_reduce))
         state = sum(v.numel() * v.element_size() for v in m.state_dict().values() if torch.is_tensor(v))
         accum = C * C * 8 + C * 8  # online accumulators (float64 sums and counts)
         # per-batch cost of the soft-label loss (forward + backward) against hard-label CE, batch 128
         yb, zb = labels[:128], logits[:128].clone().requires_grad_(True)
-        hard = best_of(lambda: F.cross_entropy(zb, yb).backward())
-        soft = best_of(lambda: soft_cross_entropy(zb, m.targets(yb), 1.5).backward())
+        hard = best_of(lambda z=zb, y=yb: F.cross_entropy(z, y).backward())
+        soft = best_of(lambda m=m, z=zb, y=yb: soft_cross_entropy(z, m.targets(y), 1.5).backward())
         n1, n2 = min(peers), max(peers)
         rows.append({"classes": C, "state_bytes": state, "online_accumulator_bytes": accum,
                      "accumulate_seconds": {str(k): v for k, v in accumulate.items()}, "finish_seconds": finish,
@@ -518,8 +256,8 @@ def bench_soft_labels(device: torch.device, classes=(10, 100, 1000), peers=(2_00
 
 def memory_probe(args_list: list[str], timeout: float = 900) -> dict:
     """Peak RSS of a fresh process running a CIFAR-100-sized run (see `_memory_probe_main`)."""
-    cmd = [sys.executable, "-m", "colam_core.bench", "--_memory-probe", *args_list]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, "-m", "benchmarks.training", "--_memory-probe", *args_list]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         raise RuntimeError(f"memory probe failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -542,8 +280,8 @@ def _peak_rss_bytes() -> int:
 def _memory_probe_main(args) -> None:
     """Load the data at --data-root, train a few batches, run one COLAM update pass over all training images,
     and print the peak RSS (plus the RSS of the bare imports, for scale)."""
-    from .methods import StepContext
-    from .trainer import Trainer
+    from colam_core.methods import StepContext
+    from colam_core.training import Trainer
 
     t0 = time.perf_counter()
     imports_bytes = _peak_rss_bytes()  # torch, torchvision, colam_core
@@ -564,7 +302,7 @@ def _memory_probe_main(args) -> None:
             tr.model.eval()
             ctx = StepContext(stage=1, epoch=1, batch=0, seed=0, num_stages=4, last_epoch_of_stage=True)
             t1 = time.perf_counter()
-            soft = tr.method.stage_end(tr._infer, tr.data, ctx)
+            soft = tr.method.stage_end(tr.infer, tr.data, ctx)
             pass_s = time.perf_counter() - t1
             num_train = tr.info.num_train
         print(json.dumps({"peak_rss_bytes": _peak_rss_bytes(), "imports_rss_bytes": imports_bytes,
@@ -575,112 +313,10 @@ def _memory_probe_main(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------- report
-def _fmt(x, spec=".2f"):
-    return "-" if x is None else format(x, spec)
-
-
-def render(res: dict) -> str:
-    m, thr, col = res["machine"], res.get("throughput"), res.get("colam")
-    lines = [f"COLAM Workbench benchmark: {res['model']} on 3x32x32, {res['classes']} classes, batch "
-             f"{res['batch_size']}, device {res['device']} ({m['cpu']}, {m['torch_threads']} threads), "
-             f"torch {m['torch']}"]
-    if thr:
-        s = thr["settings"]
-        lines += ["", f"Training throughput, steady state: {thr['rounds']} interleaved rounds of {thr['warmup_batches']} "
-                      f"warm-up + {thr['batches_per_window']} timed batches (ours: channels_last={s['channels_last']}, "
-                      f"amp={s['amp']}); img/s = median over clean windows (other processes < "
-                      f"{thr['clean_foreign_cores']} cores)",
-                  f"{'variant':<36}{'warm-up s':>10}{'img/s':>8}{'all med':>9}{'best':>7}{'clean':>7}{'x ref':>7}"
-                  f"{'ceiling':>9}"]
-        labels = {"reference": f"reference (PIL, {thr['reference_workers']} workers, NCHW)",
-                  "ours_hl": "ours HL", "ours_colam_online": "ours COLAM online (accumulating)",
-                  "ours_hl_compiled": "ours HL + torch.compile (cold)"}
-        for k, label in labels.items():
-            if k in thr:
-                v = thr[k]
-                lines.append(f"{label:<36}{v['warmup_s']:>10.2f}{v['images_per_s']:>8.0f}"
-                             f"{v['images_per_s_median']:>9.0f}{v['images_per_s_best']:>7.0f}"
-                             f"{v['clean_windows']:>4}/{v['windows']:<2}{_fmt(thr.get(k + '_vs_reference', 1.0)):>7}"
-                             f"{v['ceiling_fraction']:>9.2f}")
-        lines.append(f"model {thr['model_flops_per_image'] / 1e6:.1f} MFLOP/image forward (x3 for training); matmul "
-                     f"peak {thr['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s fp32"
-                     + (f", {thr['matmul_flops_amp'] / 1e9:.0f} GFLOP/s amp" if "matmul_flops_amp" in thr else "")
-                     + f"; ceiling fraction of {thr['ceiling_variant']}: {thr['ceiling_fraction']:.2f}")
-        lines.append(f"COLAM online / HL, same rounds: {thr['ours_colam_online_vs_ours_hl']:.3f}")
-        if "ours_hl_compiled_vs_ours_hl" in thr:
-            be = thr.get("compile_break_even_images")
-            lines.append(f"torch.compile / eager: {_fmt(thr['ours_hl_compiled_vs_ours_hl'], '.3f')}; "
-                         + (f"pays for its warm-up after {be:.0f} images" if be is not None
-                            else "never pays for its warm-up"))
-    if col:
-        lines += ["", f"COLAM vs HL per epoch ({col['images']} images, 1-epoch stages, {col['epochs']} epochs "
-                      f"interleaved, {col['window_epochs']} measured, {col['updates_in_window']} updates inside)",
-                  f"  one eval-pass update costs {_fmt(col['update_cost_epochs'], '.3f')} epochs",
-                  f"  eval-pass, every epoch:   HL/COLAM time ratio {_fmt(col['eval_direct_ratio'], '.3f')} measured, "
-                  f"{_fmt(col['eval_predicted_ratio'], '.3f')} predicted by 1/(1 + updates*u/epochs); training "
-                  f"alone {_fmt(col['eval_train_only_ratio'], '.3f')}",
-                  f"  eval-pass, every {col['update_interval_epochs']} epochs: {_fmt(col['eval_ratio_at_interval'], '.4f')}"
-                  " (derived)",
-                  f"  online variant:           {_fmt(col['online_ratio'], '.3f')} (median epoch pair "
-                  f"{_fmt(col['online_ratio_median_epoch'], '.3f')})"]
-    if res.get("soft_labels"):
-        rows = res["soft_labels"]
-        n1, n2 = list(rows[0]["accumulate_seconds"])
-        lines += ["", f"Soft-label state and update alone (no model; n1, n2 = {n1}, {n2} peer samples)",
-                  f"{'C':>6}{'state bytes':>13}{'online acc.':>13}{'accum. n1 ms':>14}{'accum. n2 ms':>14}"
-                  f"{'t2/t1':>7}{'ns/peer':>9}{'finish ms':>11}{'loss us hard/soft':>19}"]
-        for row in rows:
-            t = list(row["accumulate_seconds"].values())
-            lines.append(f"{row['classes']:>6}{row['state_bytes']:>13}{row['online_accumulator_bytes']:>13}"
-                         f"{t[0] * 1e3:>14.3f}{t[-1] * 1e3:>14.3f}{row['time_ratio']:>7.1f}{row['ns_per_peer']:>9.0f}"
-                         f"{row['finish_seconds'] * 1e3:>11.3f}"
-                         f"{row['loss_seconds_hard'] * 1e6:>11.0f}/{row['loss_seconds_soft'] * 1e6:<7.0f}")
-    if res.get("memory"):
-        mem = res["memory"]
-        lines += ["", f"Peak resident memory, {mem['train_images']} training images, {mem['training_batches']} "
-                      f"batches + one update pass over all of them ({mem['update_pass_seconds']:.1f} s): "
-                      f"{mem['peak_rss_bytes'] / 2 ** 30:.2f} GiB (the imports alone: "
-                      f"{mem['imports_rss_bytes'] / 2 ** 30:.2f} GiB)"]
-        if mem.get("bytes_per_image") is not None:
-            small = mem["probes"][0]
-            lines.append(f"  with {small['train_images']} images: {small['peak_rss_bytes'] / 2 ** 30:.2f} GiB; growth "
-                         f"{mem['bytes_per_image']:.0f} bytes per training image (3072 of them the uint8 image)")
-    if res.get("targets"):
-        lines += ["", "Targets"]
-        for k, v in res["targets"].items():
-            lines.append(f"  {k:<42} {_fmt(v['value'], '.3f'):>8}  target {v['op']} {v['target']}: "
-                         f"{'met' if v['met'] else 'NOT met'}")
-    return "\n".join(lines)
-
-
-def _targets(res: dict) -> dict:
-    t = {}
-
-    def add(name, value, op, target):
-        if value is not None:
-            t[name] = {"value": value, "op": op, "target": target,
-                       "met": value >= target if op == ">=" else value <= target}
-    thr, col = res.get("throughput"), res.get("colam")
-    if thr:
-        add("ours HL / reference (steady state)", thr["ours_hl_vs_reference"], ">=", 1.5)
-        if "ours_hl_compiled_vs_reference" in thr:
-            add("ours HL compiled / reference", thr["ours_hl_compiled_vs_reference"], ">=", 1.5)
-        add("ceiling fraction", thr["ceiling_fraction"], ">=", 0.6)
-    if col:
-        add(f"COLAM eval-pass / HL per epoch at {col['update_interval_epochs']}", col["eval_ratio_at_interval"],
-            ">=", 0.98)
-        add("COLAM online / HL per epoch (epochs)", col["online_ratio"], ">=", 0.99)
-    if thr:
-        add("COLAM online / HL (batch windows)", thr["ours_colam_online_vs_ours_hl"], ">=", 0.99)
-    if res.get("memory"):
-        add("peak RSS GiB (CIFAR-100 sized)", res["memory"]["peak_rss_bytes"] / 2 ** 30, "<=", 2.0)
-    return t
-
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m colam_core.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     p.add_argument("--model", default="resnet20", help="any colam_core model taking 3x32x32 input")
@@ -723,7 +359,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from .trainer import pick_device
+    from colam_core.training import pick_device
+
     args.device = pick_device(args.device)
     if args.memory_probe:
         _memory_probe_main(args)
@@ -735,10 +372,11 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    from .models import build_model, count_flops
+    from colam_core.models import build_model, count_flops
+
     res = {"model": args.model, "classes": args.classes, "batch_size": args.batch_size, "device": str(args.device),
-           "machine": machine_summary(), "command": "python -m colam_core.bench " + " ".join(sys.argv[1:] if argv is None
-                                                                                              else argv)}
+           "machine": machine_summary(),
+           "command": "python -m benchmarks.training " + " ".join(sys.argv[1:] if argv is None else argv)}
     flops = count_flops(build_model(args.model, args.classes, 3, 32), (3, 32, 32))
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="colam_bench_"))
@@ -779,7 +417,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["seconds"] = time.perf_counter() - t_start
-    res["targets"] = _targets(res)
+    res["targets"] = check_targets(res)
     print(render(res))
     line = json.dumps(res, separators=(",", ":"))
     if args.json_out:
