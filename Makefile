@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast venv system-deps bench clean
+.PHONY: demo test test-fast venv system-deps bench bench-widgets clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# the benchmarks are tools of the source checkout (benchmarks/), not part of the installed packages
 bench: $(STAMP)
-	$(PY) -m colam_core.bench
+	$(PY) -m benchmarks.training
+
+bench-widgets: $(STAMP)
+	$(PY) -m benchmarks.widgets
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,6 +1,7 @@
 """The benchmark runs end to end in a tiny setting and ends with one JSON line holding every figure.
 
 A smoke test only: nothing here is timed or compared against a target (see docs/BENCHMARKS.md for a real run).
+The benchmark lives in benchmarks/training.py; `python -m colam_core.bench` is a launcher for it.
 """
 import json
 import subprocess
@@ -10,6 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_colam_core_bench_launcher_finds_the_benchmark_in_the_checkout():
+    res = subprocess.run([sys.executable, "-m", "colam_core.bench", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("usage: python -m benchmarks.training")  # benchmarks/training.py's parser
+    assert "--quick" in res.stdout and "--rounds" in res.stdout
 
 
 @pytest.mark.slow

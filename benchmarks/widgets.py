@@ -1,4 +1,4 @@
-"""Latency of the widgets' Python side: ``python -m workbench.bench``.
+"""Latency of the widgets' Python side: ``python -m benchmarks.widgets``.
 
 Measures what a person waits for in the kernel after moving a control, next to
 the cost of a no-op widget update measured in the same process:
@@ -78,7 +78,7 @@ def timed(action: Callable[[int], None], repeats: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workbench.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.widgets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="repetitions per measurement (median reported)")
     args = parser.parse_args(argv)
 
