@@ -190,7 +190,7 @@ def test_embedding_cache_memory_and_disk(tmp_path, monkeypatch):
         calls.append(kw["method"])
         return real_embed(features, **kw)
 
-    monkeypatch.setattr(A, "embed", counting_embed)
+    monkeypatch.setattr(A.embedding, "embed", counting_embed)  # where EmbeddingCache looks it up
     run = FakeRun(path=tmp_path)
     cache = A.EmbeddingCache()
     df1 = cache.get(run, 1, "train", (0, 2), "pca", per_class=8, seed=0)
