@@ -56,13 +56,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import results_table
-from .config import Config
-from .errors import ConfigError, DataError, RunError, TrainingError
-from .progress import tqdm
-from .runs import (FINGERPRINT_EXCLUDED, Run, atomic_write_text, describe_difference, load_run,
+from ..analysis import results_table
+from ..config import Config
+from ..errors import ConfigError, DataError, RunError, TrainingError
+from ..progress import tqdm
+from ..runs import (FINGERPRINT_EXCLUDED, Run, atomic_write_text, describe_difference, load_run,
                    load_soft_label_matrix, split_soft_label_spec, stage_key, stage_number)
-from .training import Trainer
+from ..training import Trainer
 
 __all__ = [
     "Sweep",
