@@ -14,7 +14,9 @@ import pytest
 
 from colam_core import Config, ConfigError, RunError, load_run
 from colam_core import sweeps as S
+from colam_core.errors import TrainingError
 from colam_core.runs import load_soft_label_matrix
+from colam_core.sweeps import sweep as SW  # the module whose Trainer the Sweep constructs
 
 QUICK = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, device="cpu")
 
@@ -32,16 +34,16 @@ def one_thread():
 
 @pytest.fixture
 def trainers(monkeypatch):
-    """Count (and name) every Trainer constructed by the sweeps module."""
+    """Count (and name) every Trainer constructed by the sweeps package (looked up in sweeps/sweep.py)."""
     made = []
-    orig = S.Trainer
+    orig = SW.Trainer
 
     class Counting(orig):
         def __init__(self, cfg, out=None, *a, **kw):
             made.append(Path(out).name)
             super().__init__(cfg, out, *a, **kw)
 
-    monkeypatch.setattr(S, "Trainer", Counting)
+    monkeypatch.setattr(SW, "Trainer", Counting)
     return made
 
 
@@ -351,16 +353,16 @@ def test_list_of_configs_gets_names_from_varied_options(tmp_path):
 
 
 def test_errors_continue_records_a_failed_run_and_goes_on(tmp_path, monkeypatch):
-    class Failing(S.Trainer):
+    class Failing(SW.Trainer):
         def run(self):
             if self.out.name == "b":
-                raise S.TrainingError("non-finite loss (simulated)")
+                raise TrainingError("non-finite loss (simulated)")
             return super().run()
 
-    monkeypatch.setattr(S, "Trainer", Failing)
+    monkeypatch.setattr(SW, "Trainer", Failing)
     good = Config(method="hl", epochs=1, **QUICK)
     sweep = S.Sweep(tmp_path / "s", {"a": good, "b": good.replace(seed=1), "c": good.replace(seed=2)})
-    with pytest.raises(S.TrainingError):
+    with pytest.raises(TrainingError):
         sweep.run(progress=False)
     assert sweep.status()["state"].tolist() == ["finished", "partial", "new"]
     res = sweep.run(progress=False, errors="continue")
