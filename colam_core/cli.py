@@ -26,6 +26,7 @@ from .data import DATASETS
 from .distributed import env_world_size, launched_rank
 from .errors import ConfigError, DataError, DistributedError, RunError, TrainingError
 from .methods import available_methods
+from .metrics import erasures, soft_label_health
 from .models import available_models
 from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, read_json
 from .training import Trainer
@@ -129,6 +130,8 @@ def cmd_train(args) -> int:
     cfg.validate()  # before any data is loaded
     trainer = Trainer(cfg, out=out, progress=not args.quiet, from_stage=args.from_stage)
     args._out = trainer.out
+    if args.quiet:  # the progress listener prints warnings itself; quiet or not, an erased class is never silent
+        trainer.subscribe(lambda ev: ev.kind == "warning" and _say(f"WARNING: {ev.message}", file=sys.stderr))
     with trainer:
         if trainer.done and trainer.summary is None and (trainer.out / SUMMARY_FILE).exists():
             _say(f"{trainer.out} is already finished")
@@ -152,6 +155,13 @@ def cmd_show(args) -> int:
     keys = run.soft_label_keys()
     if keys:
         print("soft labels:", ", ".join(keys))
+        names = run.class_names
+        for k, soft in run.all_soft_labels().items():
+            h = soft_label_health({k: soft})[k]
+            lost = "; ".join(f"{names[e['class']]} -> {names[e['taken_by']]} ({e['taken_mass']:.2f} vs own "
+                             f"{e['own_mass']:.2f})" for e in erasures(soft))
+            print(f"  {k}: own-class mass mean {h['own_mass_mean']:.3f}, min {h['own_mass_min']:.3f}; "
+                  + (f"ERASED {len(h['erased_classes'])}: {lost}" if lost else "no class erased"))
     print(json.dumps(run.summary, indent=2) if run.summary else "not finished (resume with train --resume)")
     return 0
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -100,6 +101,9 @@ class TqdmListener:
             own = np.diag(ev.soft_labels)
             tqdm_class().write(f"stage {ev.stage} end: new soft labels, own-class mass mean {own.mean():.3f} "
                        f"(min {own.min():.3f}), update took {ev.metrics.get('update_seconds') or 0:.2f} s")
+        elif kind == "warning":
+            self._close()
+            tqdm_class().write(f"WARNING: {ev.message}", file=sys.stderr)
         elif kind in ("done", "stopped"):
             self._close()
             if kind == "stopped":

@@ -80,6 +80,29 @@ def write_fashion(d, rng, gz, n_train=12, n_test=6):
     return arrays
 
 
+def write_confusable_fashion(d, rng, n_per_class=40, n_test=20, minority=1, majority=0, ratio=4):
+    """Fashion-MNIST IDX files built to make COLAM erase a class: every class is its own bright square on noise,
+    except `minority`, whose images are drawn exactly like `majority`'s and which has `ratio` times fewer of
+    them. No model can tell the two apart, so it predicts `majority` for both, and the minority's class-mean
+    logits peak at the majority class."""
+    def images(labels):
+        x = rng.integers(0, 40, (len(labels), 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            c = majority if c == minority else c
+            r, q = divmod(int(c), 4)
+            x[i, 7 * r:7 * r + 7, 7 * q:7 * q + 7] = 230
+        return x
+    counts = [n_per_class * ratio if c == majority else n_per_class // ratio if c == minority else n_per_class
+              for c in range(10)]
+    y_tr = rng.permutation(np.repeat(np.arange(10), counts)).astype(np.uint8)
+    y_te = np.repeat(np.arange(10), n_test).astype(np.uint8)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, arr in {"train-images-idx3-ubyte": images(y_tr), "train-labels-idx1-ubyte": y_tr,
+                      "t10k-images-idx3-ubyte": images(y_te), "t10k-labels-idx1-ubyte": y_te}.items():
+        (d / name).write_bytes(idx_bytes(arr))
+    return y_tr
+
+
 def write_png(path, size, color):
     from PIL import Image
 

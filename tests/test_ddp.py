@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -306,7 +305,7 @@ def _worker(out: Path) -> None:
         t.subscribe(lambda ev: stop["stopped"].append((ev.epoch, ev.batch)) if ev.kind == "stopped" else None)
         stop["returned_none"] = t.run() is None
     with Trainer(cfg, out=out / "stop") as t:
-        stop["resumed_at"] = (t.epoch, t._batch)
+        stop["resumed_at"] = (t.epoch, t.batch)
         t.run()
         stop["model"] = t.model.state_dict()
     results["stop"] = stop

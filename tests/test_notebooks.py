@@ -131,3 +131,24 @@ def test_05_hyperparameters(tmp_path):
     nb, text = execute("05_hyperparameters.ipynb", tmp_path, quick=True, out_root=str(tmp_path / "runs"))
     assert has_plotly(nb, "heatmap") and has_plotly(nb, "scatter") and has_table(nb)
     assert (tmp_path / "runs" / "grid").is_dir() and (tmp_path / "runs" / "temperature").is_dir()
+
+
+def test_06_does_colam_work_here_quick(tmp_path):
+    """Quick mode trains the evidence grid on a digits subset and writes the report; every number in the verdict
+    is one the notebook computed (checked against the tables it computed from the run directories)."""
+    from colam_core.sweeps import Sweep
+    from colam_core.sweeps import evidence as E
+    report = tmp_path / "RESULTS.md"
+    nb, text = execute("06_does_colam_work_here.ipynb", tmp_path, quick=True, fmnist_seeds=0,
+                       out_root=str(tmp_path / "ev"), results_md=str(report), command="pytest")
+    md = report.read_text()
+    assert md.startswith("# Does COLAM work") and "with `pytest`" in md and "## digits" in md
+    sweep = Sweep.open(tmp_path / "ev" / "digits")
+    table = E.evidence_table(E.evidence_rows(sweep))
+    assert set(table["setting"]) == {"HL", "COLAM (short)", "COLAM (long)", "COLAM+correct (short)",
+                                     "COLAM+correct (long)"}
+    assert E.verdict(table, "digits") in md and E.verdict(table, "digits") in text
+    hl = float(table.loc[table["label"] == "HL", "acc_mean"].iloc[0])
+    assert f"HL reached {hl:.3f}" in md
+    correct = table[table["label"] == "COLAM+correct"]
+    assert (correct["erased_per_run"] == 0).all()  # the provable property, in the report's own numbers
