@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast venv system-deps bench bench-widgets clean
+.PHONY: demo test test-fast lint venv system-deps bench bench-widgets clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,15 @@ demo: $(STAMP)
 	$(PY) -m workbench.export runs/01_quickstart.ipynb
 	@echo "done: open runs/01_quickstart.ipynb in JupyterLab, or runs/01_quickstart.html in a browser"
 
-test: $(STAMP) system-deps
+# the layers (import-linter contracts in pyproject.toml) and a small ruff rule set
+lint: $(STAMP)
+	$(VENV)/bin/ruff check colam_core workbench tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow"
 
 # the benchmarks are tools of the source checkout (benchmarks/), not part of the installed packages

@@ -1,8 +1,9 @@
-"""Training: the Trainer (stages, epochs, stop, events) and, one idea per file, what it is made of.
+"""Training: `train(...)` in one call, or the Trainer (stages, epochs, stop, events) and its parts, one idea per
+file.
 
 | file | what it owns |
 |---|---|
-| `trainer.py` | `Trainer`, `train`: Algorithm 1 (stages of epochs, the stage-end label update), events, stop, resume |
+| `trainer.py` | `Trainer`: Algorithm 1 (stages of epochs, the stage-end label update), events, stop, resume |
 | `step.py` | `TrainStep` (lr, forward, loss, backward, non-finite guard), `train_one_epoch`, the lr schedule |
 | `evaluation.py` | `evaluate`: one pass returning loss, accuracy and the probabilities ECE needs |
 | `state.py` | `TrainState`: progress, history, soft labels, timings, the checkpoint form, the summary |
@@ -17,7 +18,18 @@ from .estimate import describe_estimate, estimate_duration
 from .events import BatchEvent, DoneEvent, EpochEvent, StageEvent, StoppedEvent
 from .step import amp_dtype, lr_factor
 from .strategy import pick_device
-from .trainer import Trainer, train
+from ..config import Config
+from .trainer import Trainer
+
+def train(cfg: Config | dict | None = None, out=None, progress: bool = True, **kw) -> dict:
+    """Train a run to the end and return its summary (`train(method="ls", epochs=6)`)."""
+    if cfg is None:
+        cfg = Config(**kw)
+    elif kw:
+        cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).replace(**kw)
+    with Trainer(cfg, out=out, progress=progress) as t:
+        return t.run()
+
 
 __all__ = ["Trainer", "train", "pick_device", "amp_dtype", "lr_factor", "estimate_duration", "describe_estimate",
            "TrainingError", "ConfigError", "BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent"]

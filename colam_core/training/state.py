@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import RunError
+from ..errors import RunError, TrainingError
 from ..metrics import erasures, soft_label_health
+from ..runs import stage_key
 
 CHECKPOINT_FORMAT = 1
 
@@ -63,11 +64,30 @@ class TrainState:
     def __post_init__(self):
         self.running = Running(self.device)
 
-    def end_epoch(self, row: dict, train_seconds: float) -> None:
+    def end_epoch(self, stage: int, lr: float, test_loss: float, test_acc: float, update_seconds: float,
+                  forwards_per_sample: int = 1) -> dict:
+        """Append the epoch's history row (its first learning rate, the running means, the test metrics and the
+        timings), move on to the next epoch, and return the row."""
+        train_s = self.epoch_seconds
+        train_loss, train_acc = self.running.means()
+        imgs = self.running.n * forwards_per_sample
+        row = {"epoch": self.epoch + 1, "stage": stage, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "seconds": train_s + update_seconds,
+               "images_per_s": imgs / train_s if train_s > 0 else float("nan")}
         self.history.append(row)
-        self.train_seconds += train_seconds
+        self.train_seconds += train_s
         self.epoch, self.batch, self.epoch_seconds = row["epoch"], 0, 0.0
         self.running.zero_()
+        return row
+
+    def add_soft_labels(self, stage: int, soft: np.ndarray, seconds: float, kept) -> None:
+        """Keep the labels learned at the end of `stage` (refused when not finite: the outputs overflowed)."""
+        if not np.all(np.isfinite(soft)):
+            raise TrainingError(f"the soft labels learned at the end of stage {stage} are not finite (the model's "
+                                f"outputs overflowed); training stopped and the last good checkpoint {kept} is kept "
+                                "(lower --lr or --T)")
+        self.soft_labels[stage_key(stage)] = soft
+        self.update_seconds.append(seconds)
 
     def checkpoint(self, model, optimizer, scaler, method, fingerprint: dict) -> dict:
         """The dict `last.pt` holds: tensors and plain containers only (loads with weights_only=True)."""

@@ -22,11 +22,10 @@ import torch
 
 from ..config import Config
 from ..data import load_dataset
-from ..errors import TrainingError
 from ..methods import StepContext, build_method
 from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
-from ..runs import FAULT, dataset_kwargs, fault_point, stage_key
+from ..runs import FAULT, dataset_kwargs, fault_point
 from .evaluation import evaluate
 from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, erasure_warning
 from .recorder import Recorder, describe_run
@@ -212,16 +211,11 @@ class Trainer(EventSource):
             self.recorder.save_last(self._checkpoint())
             self._emit(StoppedEvent(stage, epoch, state.batch))
             return False
-        train_s = state.epoch_seconds
         self.strategy.reduce_running(state.running)  # the epoch's loss / accuracy over every rank's samples
-        train_loss, train_acc = state.running.means()
         test_loss, test_acc = self.evaluate("test")
         soft, upd_s = self._update_labels(ctx) if last_of_stage else (None, 0.0)
-        imgs = state.running.n * (2 if self._sampler is not None else 1)  # CS-KD forwards each sample and a partner
-        row = {"epoch": epoch, "stage": stage, "lr": cfg.lr * lr_factor(cfg, (epoch - 1) % cfg.epochs),
-               "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-               "seconds": train_s + upd_s, "images_per_s": imgs / train_s if train_s > 0 else float("nan")}
-        state.end_epoch(row, train_s)
+        row = state.end_epoch(stage, cfg.lr * lr_factor(cfg, (epoch - 1) % cfg.epochs), test_loss, test_acc, upd_s,
+                              forwards_per_sample=2 if self._sampler is not None else 1)  # CS-KD: sample + partner
         stage_model = self.model.state_dict() if last_of_stage else None
         if last_of_stage and self.method.restart_after_stage and stage < self.num_stages:
             self._build_model(generation=stage + 1)
@@ -232,7 +226,7 @@ class Trainer(EventSource):
         self._emit(EpochEvent(stage, epoch, row))
         if not last_of_stage:
             return None
-        event = StageEvent(stage, soft, {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc,
+        event = StageEvent(stage, soft, {"test_acc": test_acc, "test_loss": test_loss, "train_acc": row["train_acc"],
                                          "update_seconds": upd_s if soft is not None else None,
                                          "erased": erasures(soft) if soft is not None else []})
         self._emit(event)
@@ -244,16 +238,11 @@ class Trainer(EventSource):
         self.model.eval()
         soft = self.method.stage_end(self.infer if FAULT is None else self._stage_infer, self._eval_data, ctx)
         self.model.train()
-        if soft is not None and not np.all(np.isfinite(soft)):
-            raise TrainingError(f"the soft labels learned at the end of stage {ctx.stage} are not finite (the "
-                                f"model's outputs overflowed); training stopped and the last good checkpoint "
-                                f"{self.recorder.last_path} is kept (lower --lr or --T)")
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         upd_s = time.perf_counter() - t1
         if soft is not None:
-            self.state.soft_labels[stage_key(ctx.stage)] = soft
-            self.state.update_seconds.append(upd_s)
+            self.state.add_soft_labels(ctx.stage, soft, upd_s, kept=self.recorder.last_path)
             warning = erasure_warning(ctx.stage, erasures(soft), getattr(self.method, "no_peer_classes", []),
                                       self.info.class_names)
             if warning is not None:
@@ -271,14 +260,4 @@ class Trainer(EventSource):
         return self.summary
 
 
-def train(cfg: Config | dict | None = None, out=None, progress: bool = True, **kw) -> dict:
-    """Train a run to the end and return its summary (`train(method="ls", epochs=6)`)."""
-    if cfg is None:
-        cfg = Config(**kw)
-    elif kw:
-        cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).replace(**kw)
-    with Trainer(cfg, out=out, progress=progress) as t:
-        return t.run()
-
-
-__all__ = ["Trainer", "train"]
+__all__ = ["Trainer"]
