@@ -325,7 +325,9 @@ def test_second_process_is_refused_by_the_lock_and_ctrl_c_leaves_a_resumable_run
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_stage_exits_130_and_the_printed_command_resumes_bitwise(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR2], ids=lambda s: s.name)
+def test_ctrl_c_mid_stage_exits_130_and_the_printed_command_resumes_bitwise(tmp_path, sig):
+    """Ctrl-C, and what a scheduler sends before a kill, preemption or time limit (SIGTERM, SIGUSR2)."""
     args = [*CLI_QUICK, "--method", "colam", "--epochs", "8", "--stages", "2", "--batch-size", "16"]
     full = cli("train", *args, "--out", tmp_path / "full")
     assert full.returncode == 0, full.stderr
@@ -334,7 +336,7 @@ def test_ctrl_c_mid_stage_exits_130_and_the_printed_command_resumes_bitwise(tmp_
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: history_rows(cut) >= 1, what="an epoch")
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         stdout, stderr = p.communicate(timeout=120)
     finally:
         if p.poll() is None:

@@ -1,4 +1,9 @@
-"""Ctrl-C (and, under data-parallel training, SIGTERM) as a request for a clean stop between batches."""
+"""Ctrl-C, SIGTERM and SIGUSR2 as a request for a clean stop between batches (a checkpoint, then a resumable exit).
+
+SIGTERM is what a scheduler sends before it kills or preempts a job (Slurm also sends SIGUSR2 ahead of a time
+limit when asked to, `--signal=USR2@90`); a run that gets one stops at the next batch boundary, writes `last.pt`
+and returns, so the requeued job resumes where it stopped.
+"""
 from __future__ import annotations
 
 import signal
@@ -7,11 +12,11 @@ import time
 
 
 class StopOnSignal:
-    """While training in the main thread, the first Ctrl-C asks for a clean stop; a second one interrupts.
+    """While training in the main thread, the first Ctrl-C, SIGTERM or SIGUSR2 asks for a clean stop; a second
+    Ctrl-C interrupts.
 
-    Under data-parallel training SIGTERM asks for a clean stop too (torchrun forwards signals to every worker;
-    schedulers send SIGTERM before killing), and a second Ctrl-C interrupts only after a one-second grace,
-    because torchrun forwards the terminal's Ctrl-C a second time right away.
+    Under data-parallel training a second Ctrl-C interrupts only after a one-second grace, because torchrun
+    forwards the terminal's Ctrl-C a second time right away (torchrun forwards SIGTERM to every worker too).
     """
 
     def __init__(self, stop: threading.Event, data_parallel: bool):
@@ -22,7 +27,7 @@ class StopOnSignal:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self
-        signals = (signal.SIGINT, signal.SIGTERM) if self.ddp else (signal.SIGINT,)
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
         def handler(signum, frame):
             now = time.monotonic()
