@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   creates/reuses .venv, then runs the main job on the embedded default data (digits)
 #   make test   creates/reuses .venv (and installs Chromium for the browser test), then runs the test suite
+# The venv gets the versions tested here (constraints.txt); pyproject.toml itself states only lower bounds.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,9 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast lint venv system-deps bench bench-widgets clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,tensorboard,mlflow]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -47,4 +48,4 @@ bench-widgets: $(STAMP)
 	$(PY) -m benchmarks.widgets
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache build dist

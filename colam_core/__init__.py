@@ -9,7 +9,7 @@ module (`colam_core.metrics`, `colam_core.errors`) does not import torch.
 """
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one version source (pyproject.toml reads it)
 
 _EXPORTS = {
     "Config": "config", "ConfigError": "errors", "RunError": "errors", "TrainingError": "errors",

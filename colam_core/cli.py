@@ -12,32 +12,92 @@ Every option of `Config` is a flag (`--peer-samples 10`, `--hard-weight 0.2`, ..
 with status 2 and one line naming the option, the value and what is allowed, before any data is loaded.
 Exit status: 0 done, 1 training failed (non-finite loss, a checkpoint that cannot be written), 2 bad input,
 130 stopped by Ctrl-C (resumable; the command to resume is printed).
+
+`colam --version` prints the version; `colam notebooks DIR` copies the notebooks shipped in the package into DIR.
+Every message names the program as the user started it (`colam ...` or `python -m colam_core ...`). The help of each
+option (its meaning, what it allows, its default) comes from colam_core/options.py, as the README's table does.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
-from .config import Config, field_kinds, parse_value
+from . import __version__
+from .config import CHOICES, Config, field_kinds, parse_value
 from .data import DATASETS
 from .distributed import env_world_size, launched_rank
 from .errors import ConfigError, DataError, DistributedError, RunError, TrainingError
 from .methods import available_methods
 from .metrics import erasures, soft_label_health
 from .models import available_models
-from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, read_json
+from .options import BY_NAME, NO_FLAG, SECTIONS, help_text
+from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, program_name, read_json, resume_command
 from .training import Trainer
-
-NO_FLAG = {"extra"}
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict = {}  # the root parser's subcommand parsers (build_parser)
+
     def error(self, message):  # one line, no usage dump
-        cmd = " ".join(self.prog.split()[1:])
-        self.exit(2, f"error: {message} (see `python -m colam_core {cmd + ' ' if cmd else ''}--help`)\n")
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:  # name the subcommand's help, whose options the user was after
+            self.commands.get(getattr(args, "command", None), self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
+
+
+class _BoolFlag(argparse.Action):
+    """``--flag`` / ``--no-flag``; ``--flag VALUE`` also works (true / false, and auto for an optional flag)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option_string} takes no value (it means {self.option_strings[0]} false)")
+            value = "false"
+        setattr(namespace, self.dest, "true" if value is None else value)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=min(shutil.get_terminal_size().columns, 120))
+
+    def _split_lines(self, text, width):  # never split a flag or a name at its hyphen
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _format_action_invocation(self, action):
+        if isinstance(action, _BoolFlag):
+            return f"{action.option_strings[0]} [{action.metavar}], {action.option_strings[1]}"
+        return super()._format_action_invocation(action)
+
+
+def _metavar(name: str, kind: str) -> str:
+    if name in CHOICES:
+        return "NAME"
+    if "bool" in kind:
+        return "BOOL"
+    named = {"peer_samples": "K|all", "milestones": "F,F", "data_root": "DIR", "fixed_targets": "SPEC",
+             "log": "NAMES", "tracking_uri": "URI"}
+    return named.get(name) or ("X" if "float" in kind else "N" if "int" in kind else "TEXT")
+
+
+def notebooks_source() -> Path:
+    """The notebooks: shipped in the installed package (colam_core/notebooks), or a source checkout's notebooks/."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "notebooks", here.parent / "notebooks"):
+        if any(d.glob("*.ipynb")):
+            return d
+    raise RunError(f"no notebooks found in {here / 'notebooks'}: this installation of colam-workbench lacks them "
+                   "(reinstall it from a wheel or a source checkout)")
 
 
 def _flag(name: str) -> str:
@@ -53,10 +113,17 @@ def _field_kinds() -> dict[str, str]:
     return {k: v for k, v in field_kinds().items() if k not in NO_FLAG}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="colam_core", description="COLAM and label-softening baselines: train and inspect runs.")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or program_name()
+    p = _Parser(prog=prog, description="COLAM and label-softening baselines: train and inspect runs.",
+                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"{prog} {__version__} (colam-workbench)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("train", help="train a run (or resume one)")
+    t = sub.add_parser("train", help="train a run (or resume one)", formatter_class=_HelpFormatter,
+                       usage="%(prog)s [--out DIR | --resume RUN_DIR [--from-stage K]] [--config JSON] [--quiet] "
+                             "[--OPTION VALUE ...]",
+                       description="Train a run, or resume one. Every option of the configuration is a flag; "
+                                   "a bad value exits 2 naming the option and what it allows.")
     t.add_argument("--out", help="run directory to write (default runs/<dataset>_<model>_<method>_s<seed>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its own configuration")
     t.add_argument("--from-stage", metavar="K", type=int, default=None,
@@ -64,13 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "last.pt is damaged")
     t.add_argument("--config", metavar="JSON", help="read options from a JSON file (flags override it)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    defaults = Config()
-    for name in _field_kinds():
-        t.add_argument(_flag(name), dest=name, default=None, metavar="VALUE",
-                       help=f"default: {getattr(defaults, name)!r}")
+    kinds = _field_kinds()
+    groups = {s: t.add_argument_group(f"{s} options") for s in SECTIONS}
+    for name, kind in kinds.items():
+        option = BY_NAME[name]
+        flags = [_flag(name)] + ([f"--no-{_flag(name)[2:]}"] if "bool" in kind else [])
+        groups[option.section].add_argument(*flags, dest=name, default=None, metavar=_metavar(name, kind),
+                                            action=_BoolFlag if "bool" in kind else "store",
+                                            help=help_text(option).replace("%", "%%"))
     s = sub.add_parser("show", help="print a run directory's configuration, last epochs and summary")
     s.add_argument("run_dir")
     sub.add_parser("list", help="list datasets, models and methods")
+    n = sub.add_parser("notebooks", help="copy the notebooks shipped with the package into a folder")
+    n.add_argument("dir", metavar="DIR", help="the folder to copy them into (created if missing)")
+    n.add_argument("--force", action="store_true", help="overwrite notebooks that are already there")
+    p.commands = sub.choices
     return p
 
 
@@ -120,9 +195,7 @@ def _say(*a, **kw) -> None:
 
 
 def _resume_command(out) -> str:
-    launcher = ("python -m colam_core" if env_world_size() <= 1
-                else f"torchrun --nproc_per_node={env_world_size()} -m colam_core")
-    return f"{launcher} train --resume {out}"
+    return resume_command(out)
 
 
 def cmd_train(args) -> int:
@@ -166,6 +239,22 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_notebooks(args) -> int:
+    src, dest = notebooks_source(), Path(args.dir)
+    if dest.exists() and not dest.is_dir():
+        raise RunError(f"{dest} is a file; give a folder to copy the notebooks into")
+    dest.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(src.glob("*.ipynb")):
+        target = dest / nb.name
+        if target.exists() and not args.force:
+            print(f"kept {target} (it exists; --force overwrites it)")
+            continue
+        shutil.copyfile(nb, target)
+        print(target)
+    print(f"open them with: jupyter lab {dest}")
+    return 0
+
+
 def cmd_list(args) -> int:
     print("datasets:", ", ".join(DATASETS))
     print("models:  ", ", ".join(available_models()))
@@ -190,7 +279,8 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         _say("error: " + _one_line(msg), file=sys.stderr)
 
     try:
-        return {"train": cmd_train, "show": cmd_show, "list": cmd_list}[args.command](args)
+        return {"train": cmd_train, "show": cmd_show, "list": cmd_list,
+                "notebooks": cmd_notebooks}[args.command](args)
     except ConfigError as e:
         err(f"{_flag(e.option)} {e.value!r} is invalid; allowed: {e.allowed}")
         return 2

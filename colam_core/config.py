@@ -9,6 +9,7 @@ which arrive as Python values or strings (`-p T 1.5`, `-r peer_samples all`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,17 @@ UPDATES = ("eval", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRESETS = ("paper",)
+TRACKERS = ("tensorboard", "mlflow")  # --log (colam_core/tracking.py); each is the name of its module and its extra
+
+#: the options whose value is one of a list, and where the list comes from (the registries, never a second list):
+#: validate() checks them, the command line's help and the README's table show them
+CHOICES = {
+    "dataset": lambda: tuple(_data.DATASETS), "model": lambda: tuple(_models.available_models()),
+    "method": lambda: tuple(available_methods()), "schedule": lambda: SCHEDULES,
+    "augment": lambda: tuple(_data.AUGMENTS), "average": lambda: AVERAGES, "update": lambda: UPDATES,
+    "peer_filter": lambda: tuple(PEER_FILTERS), "device": lambda: DEVICES, "amp": lambda: AMP_MODES,
+    "optimizer": lambda: ("sgd",), "preset": lambda: PRESETS,
+}
 
 # Default number of stages per method: COLAM updates its labels at stage ends,
 # Label Refinery trains two generations, every other method is one stage.
@@ -87,6 +99,9 @@ class Config:
     checkpoint_every_epoch: bool = True
     name: str | None = None
     preset: str | None = None
+    # tracking (mirrors of the run directory, outside the fingerprint)
+    log: str | None = None           # "tensorboard", "mlflow" or both, comma-separated
+    tracking_uri: str | None = None  # MLflow: a tracking URI (default: MLFLOW_TRACKING_URI, else a local SQLite store)
     extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------
@@ -102,6 +117,13 @@ class Config:
     @property
     def total_epochs(self) -> int:
         return self.epochs * self.generations
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers `log` names, in order ("tensorboard,mlflow" -> ("tensorboard", "mlflow"))."""
+        if not isinstance(self.log, str):
+            return ()
+        return tuple(t.strip().lower() for t in self.log.split(",") if t.strip() and t.strip().lower() != "none")
 
     @property
     def stage_epochs(self) -> int:
@@ -139,19 +161,9 @@ class Config:
             if not isinstance(getattr(self, opt), bool):
                 raise ConfigError(opt, getattr(self, opt), "true or false")
 
-        choice("dataset", _data.DATASETS)
-        choice("model", _models.available_models())
-        choice("method", available_methods())
-        choice("schedule", SCHEDULES)
-        choice("augment", _data.AUGMENTS)
-        choice("average", AVERAGES)
-        choice("update", UPDATES)
-        choice("peer_filter", PEER_FILTERS)
-        choice("device", DEVICES)
-        choice("amp", AMP_MODES)
-        choice("optimizer", ("sgd",))
-        if self.preset is not None:
-            choice("preset", PRESETS)
+        for opt, allowed in CHOICES.items():
+            if not (opt == "preset" and self.preset is None):
+                choice(opt, allowed())
         boolean("download")
         boolean("nesterov")
         boolean("compile")
@@ -226,8 +238,22 @@ class Config:
             raise ConfigError("fixed_targets", self.fixed_targets, "'RUN_DIR:stage_K' or a path to an .npy/.npz file")
         if self.method == "fixed":
             load_soft_label_matrix(self.fixed_targets)  # exists, numeric, square: else ConfigError
+        self._validate_tracking()
         _data.check_dataset_args(self.dataset, self.data_root, self.download)
         return self
+
+    def _validate_tracking(self) -> None:
+        names = self.trackers
+        if (self.log is not None and not isinstance(self.log, str)) or len(set(names)) != len(names) or any(
+                t not in TRACKERS for t in names):
+            raise ConfigError("log", self.log, "none, or tracker names separated by commas: " + ", ".join(TRACKERS))
+        for t in names:
+            if importlib.util.find_spec(t) is None:
+                raise ConfigError("log", self.log, f"a tracker whose package is installed ({t}: "
+                                  f"`pip install 'colam-workbench[{t}]'`)")
+        if self.tracking_uri is not None and (not isinstance(self.tracking_uri, str) or "mlflow" not in names):
+            raise ConfigError("tracking_uri", self.tracking_uri, "none, or an MLflow tracking URI together with "
+                              "--log mlflow")
 
     # ------------------------------------------------------------------
     def to_dict(self) -> dict:

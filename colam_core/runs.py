@@ -8,7 +8,11 @@ runs/<name>/
   checkpoints/last.pt     everything needed to resume (atomic write)
   checkpoints/stage_K.pt  model weights at the end of stage K
   summary.json       final metrics and timings
+  tensorboard/       event files, when trained with --log tensorboard (a mirror; the files above are the truth)
 ```
+`config.json` and `summary.json` carry the run-directory `format` (RUN_FORMAT; the schema is in
+docs/ARCHITECTURE.md); a reader refuses a format newer than it knows, naming it.
+
 Every file is written atomically (temporary file in the same folder, fsync,
 rename), so a crash never leaves a half-written file (a stale temporary file
 is removed when the next trainer locks the folder). Checkpoints and soft
@@ -30,9 +34,11 @@ import json
 import os
 import platform
 import signal
+import subprocess
+import sys
 import tempfile
 import warnings
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -40,17 +46,26 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import __version__
 from .data import DatasetInfo, load_dataset
+from .distributed import env_world_size
 from .errors import ConfigError, RunError
 from .models import build_model
 
 # ----------------------------------------------------------------------------- vocabulary
 CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE = "config.json", "history.csv", "soft_labels.npz", "summary.json"
 CHECKPOINT_DIR, LAST_CHECKPOINT = "checkpoints", "last.pt"
+TENSORBOARD_DIR = "tensorboard"  # --log tensorboard writes its event files here
+MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # --log mlflow's default store, beside the run directories
+
+#: the run-directory format this code writes (config.json and summary.json say `format`). 1: written by 0.1.0, which
+#: had no `format` key; 2: adds it, the package version and the git commit, and names the torchvision ResNets' head
+#: `fc` as torchvision does (format-1 checkpoints with `classifier.*` still load). Readers accept 1..RUN_FORMAT.
+RUN_FORMAT = 2
 
 #: options that never change what a run computes: outside the fingerprint a resumed run must match
 FINGERPRINT_EXCLUDED = ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
-                        "download", "extra")
+                        "download", "extra", "log", "tracking_uri")
 _FIRST = ("dataset", "model", "method")  # the options that say most about a run, named first in a difference
 
 
@@ -221,8 +236,60 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def versions() -> dict:
     import torchvision
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "platform": platform.platform()}
+    return {"colam_workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "platform": platform.platform()}
+
+
+@lru_cache(maxsize=1)
+def source_commit() -> dict | None:
+    """``{"commit": sha, "dirty": bool}`` when colam_core runs from a git checkout of its own source (None for an
+    installed wheel, a checkout without git, or a package that merely sits inside some other repository)."""
+    pkg = Path(__file__).resolve().parent
+
+    def git(*args) -> str | None:
+        try:
+            res = subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout if res.returncode == 0 else None
+
+    out = git("rev-parse", "--show-toplevel", "HEAD")
+    lines = out.split() if out else []
+    if len(lines) != 2 or Path(lines[0]).resolve() != pkg.parent:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": lines[1], "dirty": bool(status.strip()) if status is not None else None}
+
+
+def check_format(resolved: Mapping, path) -> int:
+    """The run-directory format of a config.json / summary.json dict (absent: 1, written by 0.1.0); a RunError
+    naming the format when this version of the package cannot read it."""
+    fmt = resolved.get("format", 1)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise RunError(f"{path} has run-directory format {fmt!r}, not a format number; it was not written by "
+                       "training (the run directory is damaged)")
+    if fmt > RUN_FORMAT:
+        vers = resolved.get("versions")
+        by = vers.get("colam_workbench", "a newer version") if isinstance(vers, dict) else "a newer version"
+        raise RunError(f"{path} is run-directory format {fmt} (written by colam-workbench {by}); this "
+                       f"colam-workbench {__version__} reads formats 1 to {RUN_FORMAT}: upgrade it "
+                       "(pip install -U colam-workbench) to read this run")
+    return fmt
+
+
+def program_name() -> str:
+    """How the user started this program, for the commands that messages suggest: ``colam`` (the installed
+    script) or ``python -m colam_core`` (also from a notebook or the Python API)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "colam" if name in ("colam", "colam.exe", "colam-script.py") else "python -m colam_core"
+
+
+def resume_command(run_dir, from_stage: int | None = None) -> str:
+    """The command that resumes `run_dir`, with the launcher this process was started by (torchrun included)."""
+    n = env_world_size()
+    launcher = program_name() if n <= 1 else f"torchrun --nproc_per_node={n} -m colam_core"
+    return f"{launcher} train --resume {run_dir}" + (f" --from-stage {from_stage}" if from_stage is not None else "")
 
 
 # ----------------------------------------------------------------------------- write side
@@ -332,7 +399,9 @@ class RunDir:
         p = self.path / "config.json"
         if not p.exists():
             return None
-        return read_json(p, "config.json")
+        resolved = read_json(p, "config.json")
+        check_format(resolved, p)  # never rewrite a run of a newer format with this older code
+        return resolved
 
 
 def read_json(p: Path, what: str) -> dict:
@@ -362,7 +431,7 @@ def _resume_hint(path: Path, hint_dir: Path) -> str:
         k = _file_stage(p)
         if isinstance(st, dict) and isinstance(st.get("resume"), dict):
             return (f"; the newest intact stage checkpoint is {p}: resume from the end of stage {k} with "
-                    f"`python -m colam_core train --resume {run_dir} --from-stage {k}`, or start a new run")
+                    f"`{resume_command(run_dir, k)}`, or start a new run")
         return (f"; the newest intact stage checkpoint {p} holds only the weights of stage {k} "
                 "(load_run(...).model(stage)); training cannot resume from it: start a new run")
     return "; no intact stage checkpoint exists: start a new run with another --out"
@@ -408,6 +477,7 @@ class Run:
             raise RunError(f"{self.path} is not a run directory (no config.json); "
                            "pass the --out folder of a training run")
         self.resolved = read_json(self.path / "config.json", "config.json")
+        self.format = check_format(self.resolved, self.path / "config.json")
         missing = [k for k in ("config", "dataset") if not isinstance(self.resolved.get(k), dict)]
         if missing:
             raise RunError(f"{self.path / 'config.json'} lacks {', '.join(missing)}; it was not written by training "
@@ -431,7 +501,11 @@ class Run:
     @property
     def summary(self) -> dict | None:
         p = self.path / "summary.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        summary = read_json(p, "summary.json")
+        check_format(summary, p)
+        return summary
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -399,9 +400,52 @@ def test_count_flops_resnet20_matches_paper():
     model.train()
     macs = count_flops(model, (3, 32, 32)) / 2
     assert abs(macs - 41e6) / 41e6 < 0.10  # ~40.8 M MACs (He et al., 2016)
-    # mode restored, hooks removed
-    assert model.training
-    assert all(not m._forward_hooks for m in model.modules())
+    assert model.training  # mode restored
+
+
+def _hooked_flops(model, shape) -> int:
+    """An independent count: forward hooks on every Conv2d / Linear (the counter count_flops replaced)."""
+    macs = []
+
+    def hook(m, inputs, out):
+        per_out = m.in_features if isinstance(m, nn.Linear) else (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        macs.append(out.numel() * per_out)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return 2 * sum(macs)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet34", "densenet_bc_100"])
+def test_flop_counter_mode_equals_the_module_count(name):
+    model = build_model(name, 100)
+    assert count_flops(model, (3, 32, 32)) == _hooked_flops(model, (3, 32, 32))
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnet101"])
+def test_torchvision_resnets_load_strictly_into_torchvision(arch):
+    import torchvision
+    torch.manual_seed(0)
+    ours = build_model(arch, 10, image_size=64)
+    theirs = getattr(torchvision.models, arch)(num_classes=10)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert ours.classifier is ours.fc
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(x), theirs.eval()(x), atol=1e-5)
+
+
+def test_torchvision_resnet_still_loads_format_1_head_names():
+    model = build_model("resnet50", 10, image_size=64)
+    old = {(k.replace("fc.", "classifier.", 1) if k.startswith("fc.") else k): v.clone()
+           for k, v in model.state_dict().items()}
+    old["classifier.bias"] += 1.0
+    model.load_state_dict(old, strict=True)
+    assert torch.equal(model.fc.bias, old["classifier.bias"])
 
 
 def test_count_flops_bad_shape():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+CONDA_NAMES = {"pytorch": "torch", "playwright-python": "playwright"}  # conda-forge name -> PyPI name
 
 
 def _split(req: str):
@@ -15,12 +15,16 @@ def _split(req: str):
     return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
 
 
-def test_environment_yml_agrees_with_pyproject():
+def _pyproject() -> dict:
     import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
+
+def test_environment_yml_agrees_with_pyproject():
     import yaml
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_deps = dict(_split(r) for r in py["dependencies"] + py["optional-dependencies"]["test"])
+    py = _pyproject()["project"]
+    extras = [r for reqs in py["optional-dependencies"].values() for r in reqs]
+    pip_deps = dict(_split(r) for r in py["dependencies"] + extras)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "conda-forge" in env["channels"]
     conda = {}
@@ -37,11 +41,35 @@ def test_environment_yml_agrees_with_pyproject():
     assert pip_section and any(p.strip().startswith("-e .") for p in pip_section)
 
 
-def test_torch_pins_admit_the_local_releases():
-    import tomllib
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = dict(_split(r) for r in py["dependencies"])
-    assert "2.14.1" in deps["torch"] and "0.29.1" in deps["torchvision"]
+def test_library_metadata_has_lower_bounds_and_make_installs_the_tested_pins():
+    py = _pyproject()["project"]
+    reqs = py["dependencies"] + [r for reqs in py["optional-dependencies"].values() for r in reqs]
+    capped = [r for r in reqs if "<" in r or "==" in r]
+    assert capped == [], "library metadata states what works (lower bounds); pins belong in constraints.txt"
+    pins = dict(_split(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    assert pins["torch"] == "==2.14.1" and pins["torchvision"] == "==0.29.1"  # the releases on this machine
+    assert {_split(r)[0] for r in reqs} <= set(pins)  # every dependency has its tested version
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
+def test_one_version_source_license_typed_changelog():
+    import colam_core
+    meta = _pyproject()
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "colam_core.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", colam_core.__version__)
+    assert f"## {colam_core.__version__}" in (ROOT / "CHANGELOG.md").read_text()
+    assert meta["project"]["license"] == "MIT" and "MIT License" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "colam_core" / "py.typed").is_file() and (ROOT / "workbench" / "py.typed").is_file()
+
+
+def test_requires_python_matches_what_runs():
+    meta = _pyproject()
+    assert meta["project"]["requires-python"] == ">=3.11"  # the tests use tomllib (3.11); nothing runs on 3.10
+    assert meta["tool"]["ruff"]["target-version"] == "py311"
+    env = (ROOT / "environment.yml").read_text()
+    assert "python>=3.11" in env
 
 
 def test_colam_core_never_imports_ui_code():

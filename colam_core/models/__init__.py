@@ -47,7 +47,8 @@ Architectures (registry name -> reference, penultimate dimension ``D``):
   (2017), "Aggregated Residual Transformations for Deep Neural Networks"
   (CVPR), CIFAR variant; D=1024.
 * ``resnet50``, ``resnet101`` -- torchvision's ImageNet ResNets (He et al.,
-  2016) with torchvision's ``fc`` exposed as ``classifier``; D=2048.
+  2016) with torchvision's module names (their state dicts load strictly into
+  torchvision's models); ``classifier`` is torchvision's ``fc``; D=2048.
 
 COLAM itself (Li et al., 2022, co-learning of networks and class-wise soft
 labels) trains these networks jointly with per-class soft label vectors.
@@ -58,8 +59,9 @@ Convolutions are initialised with Kaiming-normal (fan-out, ReLU), BatchNorm
 with weight 1 / bias 0, and linear biases with 0; no model draws random
 numbers after construction (dropout is off by default).
 
-:func:`count_flops` counts forward FLOPs (2 x multiply-accumulates) of the
-``Conv2d`` and ``Linear`` layers of a model for one image.
+:func:`count_flops` counts the forward FLOPs of a model for one image with
+``torch.utils.flop_counter.FlopCounterMode`` (2 x multiply-accumulates of the
+convolutions and matrix products).
 
 Submodules: ``base`` (:class:`ClassifierModel`, layer helpers), ``registry``
 (:func:`register_model`, :data:`MODELS`, :func:`build_model`), ``cifar``

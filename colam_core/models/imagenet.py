@@ -1,5 +1,6 @@
-"""torchvision's ImageNet ResNets (He et al., 2016) with ``fc`` exposed as ``classifier``:
-``resnet50`` and ``resnet101``, the only registered models with pretrained weights.
+"""torchvision's ImageNet ResNets (He et al., 2016), ``resnet50`` and ``resnet101``, the only registered models with
+pretrained weights. Their state dicts are torchvision's: a checkpoint loads into ``torchvision.models.resnet50(
+num_classes=C)`` with ``strict=True``; the head ``fc`` is also reachable as ``classifier`` (the models' contract).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def _load_pretrained_state_dict(arch: str, weights) -> dict:
 
 
 class TorchvisionResNet(ClassifierModel):
-    """A torchvision ResNet (``arch``, e.g. ``"resnet50"``) with ``fc`` exposed as ``classifier``.
+    """A torchvision ResNet (``arch``, e.g. ``"resnet50"``) whose ``fc`` is also its ``classifier``.
 
     ``D = net.fc.in_features`` (2048 for the registered ``resnet50`` / ``resnet101``).
 
-    Submodule names match torchvision (``conv1``, ``bn1``, ``layer1``..``layer4``)
-    except ``fc``, which is ``classifier``. With ``pretrained=True`` the ImageNet
+    Submodule names match torchvision (``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``), so
+    ``torchvision_model.load_state_dict(model.state_dict(), strict=True)`` works both ways; state dicts
+    of run-directory format 1, which named the head ``classifier``, still load. With ``pretrained=True`` the ImageNet
     ``DEFAULT`` weights are loaded (a ``RuntimeError`` is raised if they cannot be
     obtained); the classifier is re-initialised when ``num_classes != 1000`` and,
     for ``in_channels == 1``, the stem kernel is the sum of the RGB kernels.
@@ -76,14 +78,22 @@ class TorchvisionResNet(ClassifierModel):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.num_features = int(net.fc.in_features)
         self.num_classes = int(num_classes)
-        if net.fc.out_features == num_classes:
-            self.classifier = net.fc
-        else:
-            self.classifier = nn.Linear(self.num_features, num_classes)
+        self.fc = net.fc if net.fc.out_features == num_classes else nn.Linear(self.num_features, num_classes)
+        self._register_load_state_dict_pre_hook(_rename_old_head)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _rename_old_head(state_dict, prefix, *args) -> None:
+    """Run-directory format 1 named torchvision's ``fc`` ``classifier``: rename those keys while loading."""
+    for key in [k for k in state_dict if k.startswith(prefix + "classifier.")]:
+        state_dict[prefix + "fc." + key[len(prefix + "classifier."):]] = state_dict.pop(key)
 
 
 def _torchvision_resnet(

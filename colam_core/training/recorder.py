@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import RunError, TrainingError
-from ..runs import (CONFIG_FILE, LAST_CHECKPOINT, SOFT_LABELS_FILE, SUMMARY_FILE, RunDir, describe_difference,
-                    fault_point, versions)
+from ..runs import (CONFIG_FILE, LAST_CHECKPOINT, RUN_FORMAT, SOFT_LABELS_FILE, SUMMARY_FILE, RunDir,
+                    describe_difference, fault_point, resume_command, source_commit, versions)
 
 
 class Recorder:
@@ -128,16 +128,17 @@ class Recorder:
                         "no checkpoint had been written yet")
                 raise TrainingError(
                     f"could not write {e.filename or self.out}: {e.strerror or e}; training stopped and {kept}: "
-                    f"free disk space (or fix permissions), then resume with "
-                    f"`python -m colam_core train --resume {self.out}`") from None
+                    f"free disk space (or fix permissions), then resume with `{resume_command(self.out)}`") from None
         self.strategy.run(guarded, main_only=True)
 
 
 def describe_run(trainer) -> dict:
-    """What config.json holds: the resolved configuration and everything a reader needs to rebuild the run."""
+    """What config.json holds: the resolved configuration and everything a reader needs to rebuild the run
+    (the schema: docs/ARCHITECTURE.md, "The run directory")."""
     cfg = trainer.cfg
     return {
-        "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
+        "format": RUN_FORMAT, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
+        "git": source_commit(),
         "device": str(trainer.device), "amp": str(trainer.amp).replace("torch.", "") if trainer.amp else "off",
         "channels_last": trainer.channels_last, "dataset": trainer.info.__dict__.copy(),
         "output_temperature": trainer.method.output_temperature, "num_stages": trainer.num_stages,

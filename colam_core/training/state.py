@@ -14,7 +14,7 @@ import torch
 
 from ..errors import RunError, TrainingError
 from ..metrics import erasures, soft_label_health
-from ..runs import stage_key
+from ..runs import RUN_FORMAT, stage_key
 
 CHECKPOINT_FORMAT = 1
 
@@ -123,13 +123,12 @@ class TrainState:
         self.train_seconds = st["train_seconds"]
         self.epoch_seconds = st.get("epoch_seconds", 0.0)
 
-
     def summary(self, cfg, num_stages: int, total_epochs: int, device, test_ece: float) -> dict:
         """summary.json: the final metrics and timings."""
         hist, last = self.history, (self.history[-1] if self.history else {})
         ips = [r["images_per_s"] for r in hist if np.isfinite(r["images_per_s"])]
         return {
-            "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
+            "format": RUN_FORMAT, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
             "epochs": total_epochs, "stages": num_stages, "trainings": cfg.generations,
             "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),
             "train_acc": last.get("train_acc"), "best_test_acc": max((r["test_acc"] for r in hist), default=None),

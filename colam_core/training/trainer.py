@@ -26,6 +26,7 @@ from ..methods import StepContext, build_method
 from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
 from ..runs import FAULT, dataset_kwargs, fault_point
+from ..tracking import make_trackers
 from .evaluation import evaluate
 from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, erasure_warning
 from .recorder import Recorder, describe_run
@@ -49,9 +50,14 @@ class Trainer(EventSource):
         self.strategy = make_strategy(cfg.device)
         self.device = self.strategy.device
         self.recorder = Recorder(self.out, self.strategy)
+        self._trackers = []
         try:
             existing, resume = self.recorder.open(cfg.fingerprint(), from_stage)
             self.strategy.run(lambda: self._setup(existing, resume, from_stage))
+            if self.strategy.is_main:  # --log: TensorBoard / MLflow mirrors of the run directory (tracking.py)
+                self._trackers = make_trackers(cfg, self.out, self.resolved, self.epoch)
+                for tracker in self._trackers:
+                    self.subscribe(tracker)
         except BaseException:
             self.recorder.abort()
             self.strategy.close(clean=False)
@@ -131,7 +137,10 @@ class Trainer(EventSource):
         self._stop.set()
 
     def close(self, clean: bool = True) -> None:
-        """Release the run directory's lock (and, under DDP, the process group this trainer created)."""
+        """Release the run directory's lock (and, under DDP, the process group this trainer created); end the
+        tracking runs of an unfinished run (KILLED: resumable, or FAILED after an error)."""
+        for tracker in self._trackers:
+            tracker.close("KILLED" if clean else "FAILED")
         self.recorder.close()
         self.step.forward = self._eval_forward  # drop the DDP wrapper (it holds the process group) before closing
         self.strategy.close(clean=clean)
