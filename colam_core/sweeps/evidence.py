@@ -109,6 +109,7 @@ def evidence_rows(sweep: Sweep) -> pd.DataFrame:
                "min_class_acc": float(np.nanmin(per_class)),
                "erased": ", ".join(f"{names[c]}>{names[takers[c]]}" if c in takers else names[c] for c in erased),
                "n_erased": len(erased), "erased_acc": float(np.mean(per_class[erased])) if erased else np.nan,
+               "n_erased_any": sum(len(h["erased_classes"]) for h in health.values()),
                "erased_by_update": by_update or "-",
                "own_mass_last": health[last]["own_mass_mean"] if last else np.nan,
                "template_ratio": _template_ratio(run, names), "run_dir": str(run.path)}
@@ -156,6 +157,8 @@ def evidence_table(rows: pd.DataFrame, reference: str = "HL") -> pd.DataFrame:
             "wins": diff["wins"] if diff else 0, "paired": diff["n"] if diff else 0,
             "ece_T": g["ece_T"].mean(), "ece_1": g["ece_1"].mean(), "min_class_acc": g["min_class_acc"].mean(),
             "erased_per_run": g["n_erased"].mean(), "erased_acc": g["erased_acc"].mean(),
+            "erasures_any": int(g["n_erased_any"].sum()),
+            "runs_with_erasure": int((g["n_erased_any"] > 0).sum()),
             "own_mass_last": g["own_mass_last"].mean(), "template_ratio": g["template_ratio"].mean(),
         })
     return pd.DataFrame(out)
@@ -187,7 +190,8 @@ def summary_markdown(table: pd.DataFrame) -> str:
     return markdown_table(t, {"setting": "setting", "seeds": "seeds", "acc": "test acc (mean ± std)",
                               "vs HL": "paired diff. to HL [95% CI]", "beats HL": "seeds > HL",
                               "ece_T": "ECE at T", "ece_1": "ECE at T=1", "min_class_acc": "worst class acc",
-                              "erased_per_run": "erased classes / run", "erased_acc": "acc of erased",
+                              "erased_per_run": "erased at last update / run", "erased_acc": "acc of erased",
+                              "erasures_any": "erasures, all updates",
                               "own_mass_last": "own mass (last)", "template_ratio": "template ratio"})
 
 
@@ -221,13 +225,21 @@ def verdict(table: pd.DataFrame, dataset: str, reference: str = "HL") -> str:
         parts.append("Worse than HL with a 95% interval below zero: " + "; ".join(
             f"{r.setting} by {r.diff_mean:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}]" for r in worse.itertuples())
             + ".")
-    erasing = table[(table["label"] != reference) & (table["erased_per_run"] > 0)]
+    others = table[table["label"] != reference]
+    erasing = others[others["erased_per_run"] > 0]
     if len(erasing):
         parts.append("Classes were erased at the last update in: " + "; ".join(
             f"{r.setting} ({r.erased_per_run:.1f} per run, their test accuracy {_fmt(r.erased_acc, 2)})"
             for r in erasing.itertuples()) + ".")
     else:
         parts.append("No setting erased a class at its last update.")
+    anywhere = others[others["erasures_any"] > 0]
+    if len(anywhere):
+        parts.append("Counting every update: " + "; ".join(
+            f"{r.setting} erased {r.erasures_any} class label(s) in {r.runs_with_erasure} of {r.seeds} runs"
+            for r in anywhere.itertuples()) + "; every other setting erased none at any update.")
+    else:
+        parts.append("No setting erased a class at any update.")
     return " ".join(parts)
 
 
