@@ -103,7 +103,7 @@ def recompute_soft_labels(run, stage: int, device: torch.device, precision: str 
         for i in range(0, len(y), bs):
             xb = x[i:i + bs].to(device)
             xb = xb.contiguous(memory_format=torch.channels_last) if layout else xb
-            z = model(xb).float().double()
+            z = model(xb).double()
             yb = y[i:i + bs].to(device)
             sums.index_add_(0, yb, z)
             counts += torch.bincount(yb, minlength=C).double()

@@ -11,7 +11,10 @@ default) and one batch size, it measures steady-state training images/s of
    images, RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
    with worker processes, NCHW float32, ``loss.item()`` / accuracy per batch, plain SGD;
 2. ``ours HL``: :class:`colam_core.Trainer` with hard labels (in-memory uint8 data on the device,
-   batched crop/flip, channels_last, AMP on CUDA), optionally with ``torch.compile``;
+   batched crop/flip, channels_last, the autocast `amp=auto` picks: bf16 on CUDA and on CPUs with AMX), in
+   float32 too where that autocast is on, and with ``torch.compile``: its steady state, and the compile time of
+   a whole short run (every graph shape; two fresh processes, cold caches) for the break-even; the
+   compile-auto row is the variant ``compile=auto`` picks for a 160-epoch run of this data;
 3. COLAM with the faithful eval-pass update and with the online variant, in 1-epoch stages (an update
    at every stage end inside the measured window, its time counted), against HL on the same data,
    plus the cost of one update relative to one epoch and the per-epoch ratio this implies at the

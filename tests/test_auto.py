@@ -100,17 +100,19 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, cpu_has):
 
 
 def test_a_run_whose_fingerprint_holds_compile_still_resumes(tmp_path):
-    """Runs written before compile left the fingerprint (it had compile: false) resume with the new default."""
+    """Runs written before compile had an auto mode (fingerprint and configuration: compile false, no resolved
+    compile) resume with the new default, and keep training uncompiled."""
     cfg = Config(method="hl", **dict(QUICK, epochs=4))
     with Trainer(cfg, out=tmp_path / "r") as t:
         t.subscribe(lambda ev: ev.kind == "batch" and ev.epoch == 2 and t.request_stop())
         t.run()
     path = tmp_path / "r" / "config.json"
     c = json.loads(path.read_text())
-    c["fingerprint"]["compile"] = False
+    c["fingerprint"]["compile"] = c["config"]["compile"] = False
+    del c["compile"]
     path.write_text(json.dumps(c))
     with Trainer(cfg, out=tmp_path / "r") as t:
-        assert t.epoch == 1
+        assert t.epoch == 1 and t.compile is False and "kept from the run's start" in t.choices.reasons["compile"]
         t.run()
     assert load_run(tmp_path / "r").summary is not None
 

@@ -133,7 +133,9 @@ def resolve_system(cfg, device: torch.device, num_train: int, existing: dict | N
     amp, amp_why = resolve_amp(cfg.amp, device, started.get("amp") if same_kind else None)
     layout = resolve_channels_last(cfg.channels_last, device, started.get("channels_last"))
     images = num_train * cfg.total_epochs
-    comp, comp_why = resolve_compile(cfg.compile, device, images, started.get("compile"))
+    # runs written before compile had an auto mode record only their configuration's compile (then False)
+    was_compiled = started.get("compile", (started.get("config") or {}).get("compile"))
+    comp, comp_why = resolve_compile(cfg.compile, device, images, was_compiled)
     return SystemChoices(amp, layout, comp, {"amp": amp_why, "compile": comp_why, "estimated_images": images})
 
 
