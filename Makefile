@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint venv system-deps bench bench-widgets clean
+.PHONY: demo test test-fast lint venv system-deps bench bench-widgets gpu-check clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 bench-widgets: $(STAMP)
 	$(PY) -m benchmarks.widgets
+
+# the CUDA path in one command (benchmarks/gpu_check.py): one JSON line; stops at step `cuda` without a GPU
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf runs .pytest_cache build dist

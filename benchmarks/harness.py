@@ -1,6 +1,7 @@
 """The training benchmark's instruments: synthetic CIFAR-100 files, the two loops it times, and its meters.
 
 - ``write_cifar100``: random uint8 images in CIFAR-100's pickle layout, read back by both loops;
+- ``write_cifar10``: learnable images in CIFAR-10's layout (the GPU check's training runs);
 - ``ReferenceLoop``: the loop of PyTorch's official examples (torchvision dataset, PIL transforms, DataLoader);
 - ``TrainerWindows``: a :class:`colam_core.training.Trainer` run and timed in windows of batches;
 - ``CpuMeter`` / ``METER``: the CPU other processes use during a window, to prefer clean windows;
@@ -149,6 +150,45 @@ def write_cifar100(root: Path, num_train: int = 50_000, num_test: int = 10_000, 
     with open(d / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"class_{i}" for i in range(num_classes)],
                      "coarse_label_names": [f"super_{i}" for i in range(20)]}, f, protocol=4)
+    return Path(root)
+
+
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def class_patterns(num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """(C, 3, 32, 32) float: a coarse colour pattern per class (4x4 blocks of 8x8 pixels); classes 2k and 2k + 1
+    share 60% of theirs, so confusable pairs exist and soft labels have structure."""
+    shared = rng.uniform(40, 215, (num_classes // 2 + 1, 3, 4, 4))
+    own = rng.uniform(40, 215, (num_classes, 3, 4, 4))
+    proto = 0.6 * shared[np.arange(num_classes) // 2] + 0.4 * own
+    return proto.repeat(8, axis=2).repeat(8, axis=3)
+
+
+def learnable_images(labels: np.ndarray, patterns: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3072) uint8 CIFAR rows a model can learn: each image its class's pattern plus noise."""
+    x = patterns[labels] + rng.normal(0.0, 35.0, (len(labels), *patterns.shape[1:]))
+    return x.clip(0, 255).astype(np.uint8).reshape(len(labels), -1)
+
+
+def write_cifar10(root: Path, num_train: int = 10_000, num_test: int = 2_000, seed: int = 0) -> Path:
+    """CIFAR-10's python layout (``root/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta``), bytes-keyed
+    protocol-2 pickles as the published files are, holding `learnable_images` (balanced classes)."""
+    d = Path(root) / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    patterns = class_patterns(10, rng)
+    sizes = [num_train // 5 + (i < num_train % 5) for i in range(5)]
+    for name, n in [(f"data_batch_{i + 1}", k) for i, k in enumerate(sizes)] + [("test_batch", num_test)]:
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        with open(d / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels.tolist(),
+                         b"data": learnable_images(labels, patterns, rng), b"filenames": [b"image.png"] * n},
+                        f, protocol=2)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"num_cases_per_batch": sizes[0], b"label_names": [n.encode() for n in CIFAR10_NAMES],
+                     b"num_vis": 3072}, f, protocol=2)
     return Path(root)
 
 

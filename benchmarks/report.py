@@ -13,32 +13,49 @@ def render(res: dict) -> str:
              f"torch {m['torch']}"]
     if thr:
         s = thr["settings"]
-        lines += ["", f"Training throughput, steady state: {thr['rounds']} interleaved rounds of {thr['warmup_batches']} "
+        lines += ["", f"Training throughput, steady state: {thr['rounds']} interleaved rounds of "
+                      f"{thr['warmup_batches']} "
                       f"warm-up + {thr['batches_per_window']} timed batches (ours: channels_last={s['channels_last']}, "
                       f"amp={s['amp']}); img/s = median over clean windows (other processes < "
                       f"{thr['clean_foreign_cores']} cores)",
                   f"{'variant':<36}{'warm-up s':>10}{'img/s':>8}{'all med':>9}{'best':>7}{'clean':>7}{'x ref':>7}"
                   f"{'ceiling':>9}"]
         labels = {"reference": f"reference (PIL, {thr['reference_workers']} workers, NCHW)",
-                  "ours_hl": "ours HL", "ours_colam_online": "ours COLAM online (accumulating)",
-                  "ours_hl_compiled": "ours HL + torch.compile (cold)"}
+                  "ours_hl": f"ours HL (amp {s['amp']}, eager)",
+                  "ours_colam_online": "ours COLAM online (accumulating)",
+                  "ours_hl_fp32": "ours HL, float32 (amp off)", "ours_hl_compiled": "ours HL + torch.compile (cold)"}
+        auto = thr.get("ours_hl_compile_auto")
+        if auto:
+            labels["ours_hl_compile_auto"] = f"ours HL, compile auto ({auto['epochs']} ep)"
         for k, label in labels.items():
-            if k in thr:
-                v = thr[k]
+            if k == "ours_hl_compile_auto":  # the variant auto picks, its row repeated under its own name
+                v, ratio = (thr[auto["variant"]] if auto["measured"] else None), thr.get(k + "_vs_reference")
+            else:
+                v, ratio = thr.get(k), thr.get(k + "_vs_reference", 1.0)
+            if v is not None:
                 lines.append(f"{label:<36}{v['warmup_s']:>10.2f}{v['images_per_s']:>8.0f}"
                              f"{v['images_per_s_median']:>9.0f}{v['images_per_s_best']:>7.0f}"
-                             f"{v['clean_windows']:>4}/{v['windows']:<2}{_fmt(thr.get(k + '_vs_reference', 1.0)):>7}"
-                             f"{v['ceiling_fraction']:>9.2f}")
+                             f"{v['clean_windows']:>4}/{v['windows']:<2}{_fmt(ratio):>7}{v['ceiling_fraction']:>9.2f}")
+            elif k == "ours_hl_compile_auto":
+                lines.append(f"{label:<36}  picks {auto['variant']}, not measured here (--no-compile)")
+        lines.append(f"amp: {s['amp']} ({s.get('amp_reason', '')})"
+                     + (f"; ours HL / ours HL float32: {_fmt(thr['ours_hl_vs_ours_hl_fp32'], '.3f')}"
+                        if "ours_hl_vs_ours_hl_fp32" in thr else ""))
+        if auto:
+            lines.append(f"compile auto for a {auto['epochs']}-epoch run of {auto['images'] // auto['epochs']:,} "
+                         f"images ({auto['images']:,} training images): {auto['reason']}")
         lines.append(f"model {thr['model_flops_per_image'] / 1e6:.1f} MFLOP/image forward (x3 for training); matmul "
                      f"peak {thr['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s fp32"
                      + (f", {thr['matmul_flops_amp'] / 1e9:.0f} GFLOP/s amp" if "matmul_flops_amp" in thr else "")
                      + f"; ceiling fraction of {thr['ceiling_variant']}: {thr['ceiling_fraction']:.2f}")
         lines.append(f"COLAM online / HL, same rounds: {thr['ours_colam_online_vs_ours_hl']:.3f}")
         if "ours_hl_compiled_vs_ours_hl" in thr:
-            be = thr.get("compile_break_even_images")
+            be, probe = thr.get("compile_break_even_images"), thr.get("compile_overhead")
             lines.append(f"torch.compile / eager: {_fmt(thr['ours_hl_compiled_vs_ours_hl'], '.3f')}; "
-                         + (f"pays for its warm-up after {be:.0f} images" if be is not None
-                            else "never pays for its warm-up"))
+                         + (f"a whole run compiles for {probe['overhead_s']:.0f} s (every graph, cold); "
+                            if probe else "first training graph only; ")
+                         + (f"pays for it after {be:,.0f} training images" if be is not None
+                            else "never pays for it"))
     if col:
         lines += ["", f"COLAM vs HL per epoch ({col['images']} images, 1-epoch stages, {col['epochs']} epochs "
                       f"interleaved, {col['window_epochs']} measured, {col['updates_in_window']} updates inside)",
@@ -46,7 +63,8 @@ def render(res: dict) -> str:
                   f"  eval-pass, every epoch:   HL/COLAM time ratio {_fmt(col['eval_direct_ratio'], '.3f')} measured, "
                   f"{_fmt(col['eval_predicted_ratio'], '.3f')} predicted by 1/(1 + updates*u/epochs); training "
                   f"alone {_fmt(col['eval_train_only_ratio'], '.3f')}",
-                  f"  eval-pass, every {col['update_interval_epochs']} epochs: {_fmt(col['eval_ratio_at_interval'], '.4f')}"
+                  f"  eval-pass, every {col['update_interval_epochs']} epochs: "
+                  f"{_fmt(col['eval_ratio_at_interval'], '.4f')}"
                   " (derived)",
                   f"  online variant:           {_fmt(col['online_ratio'], '.3f')} (median epoch pair "
                   f"{_fmt(col['online_ratio_median_epoch'], '.3f')})"]
@@ -92,6 +110,8 @@ def check_targets(res: dict) -> dict:
         add("ours HL / reference (steady state)", thr["ours_hl_vs_reference"], ">=", 1.5)
         if "ours_hl_compiled_vs_reference" in thr:
             add("ours HL compiled / reference", thr["ours_hl_compiled_vs_reference"], ">=", 1.5)
+        if thr.get("ours_hl_compile_auto_vs_reference") is not None:
+            add("ours HL compile auto / reference", thr["ours_hl_compile_auto_vs_reference"], ">=", 1.5)
         add("ceiling fraction", thr["ceiling_fraction"], ">=", 0.6)
     if col:
         add(f"COLAM eval-pass / HL per epoch at {col['update_interval_epochs']}", col["eval_ratio_at_interval"],

@@ -11,7 +11,10 @@ default) and one batch size, it measures steady-state training images/s of
    images, RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
    with worker processes, NCHW float32, ``loss.item()`` / accuracy per batch, plain SGD;
 2. ``ours HL``: :class:`colam_core.Trainer` with hard labels (in-memory uint8 data on the device,
-   batched crop/flip, channels_last, AMP on CUDA), optionally with ``torch.compile``;
+   batched crop/flip, channels_last, the autocast `amp=auto` picks: bf16 on CUDA and on CPUs with AMX), in
+   float32 too where that autocast is on, and with ``torch.compile``: its steady state, and the compile time of
+   a whole short run (every graph shape; two fresh processes, cold caches) for the break-even; the
+   compile-auto row is the variant ``compile=auto`` picks for a 160-epoch run of this data;
 3. COLAM with the faithful eval-pass update and with the online variant, in 1-epoch stages (an update
    at every stage end inside the measured window, its time counted), against HL on the same data,
    plus the cost of one update relative to one epoch and the per-epoch ratio this implies at the
@@ -50,9 +53,11 @@ import torch
 from benchmarks.harness import (CLEAN_FOREIGN, METER, ReferenceLoop, TrainerWindows, machine_summary, matmul_flops,
                                 median, paired_ratio, rotate, summarize, sync, write_cifar100)
 from benchmarks.report import check_targets, render
+from colam_core.training.auto import dtype_name
 
 ROOT = Path(__file__).resolve().parents[1]  # the source checkout: the memory probe runs from here
 PAPER_UPDATE_INTERVAL = 40  # epochs per stage in the paper (160 epochs, 4 stages)
+PAPER_EPOCHS = 160  # the paper's CIFAR runs: what compile=auto is asked about in the compile-auto row
 TEST_LIMIT = 200  # test images evaluated at each epoch end of the timed trainers (not timed)
 
 
@@ -87,22 +92,28 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
     variants["reference"] = ref
     trainers = []
     try:
-        ours = Trainer(_config(args, root, method="hl", epochs=1, test_limit=TEST_LIMIT), out=workdir / "hl")
+        ours = Trainer(_config(args, root, method="hl", epochs=1, test_limit=TEST_LIMIT, compile=False),
+                       out=workdir / "hl")
         trainers.append(ours)
         variants["ours_hl"] = TrainerWindows(ours)
         # COLAM's online variant in a stage's last epoch: soft-label loss plus per-batch class statistics
         online = Trainer(_config(args, root, method="colam", update="online", epochs=2, stages=2,
-                                 test_limit=TEST_LIMIT), out=workdir / "colam_online")
+                                 test_limit=TEST_LIMIT, compile=False), out=workdir / "colam_online")
         trainers.append(online)
         variants["ours_colam_online"] = TrainerWindows(online)
+        if ours.amp is not None:  # what the autocast the trainer chose buys, in the same rounds
+            fp32 = Trainer(_config(args, root, method="hl", epochs=1, test_limit=TEST_LIMIT, compile=False,
+                                   amp="off"), out=workdir / "hl_fp32")
+            trainers.append(fp32)
+            variants["ours_hl_fp32"] = TrainerWindows(fp32)
         if args.compile:
             comp = Trainer(_config(args, root, method="hl", epochs=1, test_limit=TEST_LIMIT, compile=True),
                            out=workdir / "hl_compiled")
             trainers.append(comp)
             variants["ours_hl_compiled"] = TrainerWindows(comp)
         amp = ours.amp
-        settings = {"channels_last": ours.channels_last, "amp": str(amp).replace("torch.", "") if amp else "off",
-                    "compile_row": bool(args.compile)}
+        settings = {"channels_last": ours.channels_last, "amp": dtype_name(amp),
+                    "amp_reason": ours.choices.reasons["amp"], "compile_row": bool(args.compile)}
         names = list(variants)
         ips: dict[str, list] = {k: [] for k in names}
         foreign: dict[str, list] = {k: [] for k in names}
@@ -135,13 +146,23 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
             ips[name], ips["reference"], foreign[name], foreign["reference"])
     out["ours_colam_online_vs_ours_hl"], out["ours_colam_online_vs_ours_hl_pairs"] = paired_ratio(
         ips["ours_colam_online"], ips["ours_hl"], foreign["ours_colam_online"], foreign["ours_hl"])
+    if "ours_hl_fp32" in out:
+        out["ours_hl_vs_ours_hl_fp32"], _ = paired_ratio(ips["ours_hl"], ips["ours_hl_fp32"], foreign["ours_hl"],
+                                                         foreign["ours_hl_fp32"])
     if "ours_hl_compiled" in out:
         c, e = out["ours_hl_compiled"], out["ours_hl"]
         out["ours_hl_compiled_vs_ours_hl"], _ = paired_ratio(ips["ours_hl_compiled"], ips["ours_hl"],
                                                               foreign["ours_hl_compiled"], foreign["ours_hl"])
         gain = 1 / e["images_per_s"] - 1 / c["images_per_s"]  # seconds saved per image
-        extra = c["warmup_s"] - e["warmup_s"]
-        out["compile_break_even_images"] = extra / gain if gain > 0 else None
+        extra = c["warmup_s"] - e["warmup_s"]  # the training graph's first compile only
+        out["compile_break_even_images_first_graph"] = extra / gain if gain > 0 else None
+        if args.compile_probe:
+            log("compile overhead of a whole (short) run: eager and compiled, each in a fresh process")
+            probe = compile_probe(args, root, gain)
+            out["compile_overhead"] = probe
+            out["compile_break_even_images"] = probe["overhead_s"] / gain if gain > 0 else None
+        else:
+            out["compile_break_even_images"] = out["compile_break_even_images_first_graph"]
     peak = max(mm_amp) if mm_amp else max(mm)
     out["matmul_flops_fp32"] = max(mm)
     if mm_amp:
@@ -154,7 +175,68 @@ def bench_throughput(args, root: Path, workdir: Path, flops_per_image: int, log)
         out[name]["ceiling_fraction"] = achieved / peak
     out["ceiling_fraction"] = out[best_name]["ceiling_fraction"]
     out["ceiling_variant"] = best_name
+    compile_auto_row(args, out)
     return out
+
+
+def compile_auto_row(args, out: dict) -> None:
+    """What `compile=auto` picks for a paper-length run (PAPER_EPOCHS epochs of --train-images) on this device,
+    and the throughput of the variant it picks (measured above when it compiles only with --compile)."""
+    from colam_core.training.auto import COMPILE_BREAK_EVEN_IMAGES, COMPILE_MARGIN, resolve_compile
+
+    images = args.train_images * PAPER_EPOCHS
+    on, why = resolve_compile(None, args.device, images)
+    variant = "ours_hl_compiled" if on else "ours_hl"
+    out["ours_hl_compile_auto"] = {
+        "epochs": PAPER_EPOCHS, "images": images, "compiles": on, "reason": why, "variant": variant,
+        "measured": variant in out, "library_break_even_images": COMPILE_BREAK_EVEN_IMAGES.get(args.device.type),
+        "library_margin": COMPILE_MARGIN, "measured_break_even_images": out.get("compile_break_even_images"),
+        **({k: out[variant][k] for k in ("images_per_s", "warmup_s", "ceiling_fraction")} if variant in out else {})}
+    out["ours_hl_compile_auto_vs_reference"] = out.get(f"{variant}_vs_reference")
+
+
+def compile_probe(args, root: Path, gain_per_image: float, timeout: float = 1800) -> dict:
+    """Seconds a whole short run spends compiling: the same run (every graph shape a real run compiles) eager and
+    compiled, each in a fresh process with a cold inductor cache; the steady-state saving of the images it trained
+    is added back, so the overhead is what the run pays before compile starts paying (see `_compile_probe_main`)."""
+    res = {}
+    for mode in ("off", "on"):
+        cmd = [sys.executable, "-m", "benchmarks.training", "--_compile-probe", mode, "--data-root", str(root),
+               "--device", str(args.device), "--model", args.model, "--batch-size", str(args.batch_size),
+               "--eval-batch-size", str(args.eval_batch_size), *(["--amp", args.amp] if args.amp else [])]
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix="colam_inductor_"))
+        try:
+            run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        finally:
+            shutil.rmtree(env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
+        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+        if run.returncode != 0 or not lines:
+            raise RuntimeError(f"compile probe ({mode}) failed ({run.returncode}): {run.stderr[-2000:]}")
+        res[mode] = json.loads(lines[-1])
+    off, on = res["off"], res["on"]
+    overhead = on["seconds"] - off["seconds"] + on["images"] * gain_per_image
+    return {"eager": off, "compiled": on, "overhead_s": overhead}
+
+
+def _compile_probe_main(args) -> None:
+    """A 2-epoch, 2-stage COLAM run whose batches take every shape a real run compiles: full and partial
+    training batches, full and partial eval batches (test set and the stage-end pass); prints its seconds."""
+    from colam_core.training import Trainer
+
+    bs, ebs = args.batch_size, args.eval_batch_size
+    work = Path(tempfile.mkdtemp(prefix="colam_compile_"))
+    try:
+        t0 = time.perf_counter()
+        cfg = _config(args, Path(args.data_root), method="colam", epochs=2, stages=2,
+                      compile=args.compile_probe_mode == "on", train_limit=3 * bs + bs // 2, test_limit=ebs + ebs // 4)
+        with Trainer(cfg, out=work / "run") as tr:
+            tr.run()
+            images = tr.info.num_train * tr.total_epochs
+            chosen = tr.compile
+        print(json.dumps({"seconds": time.perf_counter() - t0, "images": images, "compile": chosen,
+                          "train_images": cfg.train_limit, "test_images": cfg.test_limit}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_colam(args, root: Path, workdir: Path, log) -> dict:
@@ -330,6 +412,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time ours HL with torch.compile (cold: a fresh inductor cache; warm-up reported "
                         "separately)")
+    p.add_argument("--compile-probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --compile: measure the compile overhead of a whole short run (two subprocesses) for "
+                        "the break-even; without it the break-even counts the first training graph only")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="override the trainer's choice for ours")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default=None,
@@ -344,8 +429,11 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests): small data, few batches")
     p.add_argument("--json-out", default=None, help="also write the JSON object to this file")
     p.add_argument("--_memory-probe", dest="memory_probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--_compile-probe", dest="compile_probe_mode", choices=("on", "off"), default=None,
+                   help=argparse.SUPPRESS)
     p.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.classes = 100  # CIFAR-100's layout; the soft-label section covers other class counts
     if args.quick:
         args.batch_size = min(args.batch_size, 32)
@@ -357,29 +445,17 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from colam_core.training import pick_device
-
-    args.device = pick_device(args.device)
-    if args.memory_probe:
-        _memory_probe_main(args)
-        return 0
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if threading.current_thread() is threading.main_thread():  # SIGTERM: clean up (temporary data, workers) too
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+def run_sections(args, log) -> dict:
+    """Every section not in --skip, on args.device; the result object (without the targets)."""
     from colam_core.models import build_model, count_flops
 
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     res = {"model": args.model, "classes": args.classes, "batch_size": args.batch_size, "device": str(args.device),
-           "machine": machine_summary(),
-           "command": "python -m benchmarks.training " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "machine": machine_summary(), "command": "python -m benchmarks.training " + " ".join(args.argv)}
     flops = count_flops(build_model(args.model, args.classes, 3, 32), (3, 32, 32))
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="colam_bench_"))
+    cache_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     try:
         log(f"writing {args.train_images} CIFAR-100-shaped images to {work} ...")
         root = write_cifar100(work / "data", args.train_images, max(args.batch_size, 1000), args.classes)
@@ -395,28 +471,58 @@ def main(argv=None) -> int:
             log("soft-label state and update")
             res["soft_labels"] = bench_soft_labels(args.device, peers=(200, 2_000) if args.quick else (2_000, 20_000))
         if "memory" not in skip:
-            probes = []
-            for n in sorted({max(args.memory_images // 5, 200), args.memory_images}):
-                log(f"peak memory of a {n}-image run (subprocess) ...")
-                mem_root = root if n == args.train_images else write_cifar100(
-                    work / f"mem_{n}", n, max(args.batch_size, 1000), args.classes)
-                probe_args = ["--device", str(args.device), "--model", args.model, "--data-root", str(mem_root),
-                              "--batch-size", str(args.batch_size), "--eval-batch-size", str(args.eval_batch_size),
-                              "--memory-batches", str(args.memory_batches)]
-                if args.amp:
-                    probe_args += ["--amp", args.amp]
-                if args.channels_last is not None:
-                    probe_args += ["--channels-last" if args.channels_last else "--no-channels-last"]
-                probes.append(memory_probe(probe_args))
-                if mem_root != root:
-                    shutil.rmtree(mem_root, ignore_errors=True)
-            big, small = probes[-1], probes[0]
-            res["memory"] = dict(big, probes=probes, bytes_per_image=(
-                (big["peak_rss_bytes"] - small["peak_rss_bytes"]) / (big["train_images"] - small["train_images"])
-                if big["train_images"] > small["train_images"] else None))
+            res["memory"] = bench_memory(args, root, work, log)
     finally:
+        if cache_before is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_before
         shutil.rmtree(work, ignore_errors=True)
     res["seconds"] = time.perf_counter() - t_start
+    return res
+
+
+def bench_memory(args, root: Path, work: Path, log) -> dict:
+    """Peak RSS of a run at two data sizes (each a fresh subprocess), and the growth per training image."""
+    probes = []
+    for n in sorted({max(args.memory_images // 5, 200), args.memory_images}):
+        log(f"peak memory of a {n}-image run (subprocess) ...")
+        mem_root = root if n == args.train_images else write_cifar100(
+            work / f"mem_{n}", n, max(args.batch_size, 1000), args.classes)
+        probe_args = ["--device", str(args.device), "--model", args.model, "--data-root", str(mem_root),
+                      "--batch-size", str(args.batch_size), "--eval-batch-size", str(args.eval_batch_size),
+                      "--memory-batches", str(args.memory_batches)]
+        if args.amp:
+            probe_args += ["--amp", args.amp]
+        if args.channels_last is not None:
+            probe_args += ["--channels-last" if args.channels_last else "--no-channels-last"]
+        probes.append(memory_probe(probe_args))
+        if mem_root != root:
+            shutil.rmtree(mem_root, ignore_errors=True)
+    big, small = probes[-1], probes[0]
+    return dict(big, probes=probes, bytes_per_image=(
+        (big["peak_rss_bytes"] - small["peak_rss_bytes"]) / (big["train_images"] - small["train_images"])
+        if big["train_images"] > small["train_images"] else None))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from colam_core.training import pick_device
+
+    args.device = pick_device(args.device)
+    if args.memory_probe:
+        _memory_probe_main(args)
+        return 0
+    if args.compile_probe_mode:
+        _compile_probe_main(args)
+        return 0
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: clean up (temporary data, workers) too
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    res = run_sections(args, log)
     res["targets"] = check_targets(res)
     print(render(res))
     line = json.dumps(res, separators=(",", ":"))

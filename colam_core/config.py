@@ -92,9 +92,10 @@ class Config:
     # system
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"                # auto: bf16 on CUDA with bf16 support, fp16 + scaler on other CUDA, off on CPU/MPS
+    amp: str = "auto"                # auto: bf16 on CUDA (fp16 + scaler without bf16), bf16 on CPUs with AMX, else off
     channels_last: bool | None = None  # None: on for CUDA and CPU, off on MPS (a resumed run keeps its layout)
-    compile: bool = False
+    compile: bool | None = None      # None (auto): torch.compile past the device's break-even in training images
+    deterministic: bool = False      # GPUs: deterministic algorithms (slower); the CPU is deterministic without it
     eval_batch_size: int = 512
     checkpoint_every_epoch: bool = True
     name: str | None = None
@@ -103,6 +104,11 @@ class Config:
     log: str | None = None           # "tensorboard", "mlflow" or both, comma-separated
     tracking_uri: str | None = None  # MLflow: a tracking URI (default: MLFLOW_TRACKING_URI, else a local SQLite store)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for opt in ("compile", "channels_last"):  # "auto" is spelled None (as the command line parses it)
+            if isinstance(getattr(self, opt), str) and getattr(self, opt).strip().lower() == "auto":
+                setattr(self, opt, None)
 
     # ------------------------------------------------------------------
     @property
@@ -157,19 +163,20 @@ class Config:
                 hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
                 raise ConfigError(opt, v, "a finite number " + " and ".join(s for s in (lo_s, hi_s) if s))
 
-        def boolean(opt):
+        def boolean(opt, auto=False):
             if not isinstance(getattr(self, opt), bool):
-                raise ConfigError(opt, getattr(self, opt), "true or false")
+                raise ConfigError(opt, getattr(self, opt), "true, false or auto" if auto else "true or false")
 
         for opt, allowed in CHOICES.items():
             if not (opt == "preset" and self.preset is None):
                 choice(opt, allowed())
         boolean("download")
         boolean("nesterov")
-        boolean("compile")
         boolean("checkpoint_every_epoch")
-        if self.channels_last is not None:
-            boolean("channels_last")
+        boolean("deterministic")
+        for opt in ("compile", "channels_last"):
+            if getattr(self, opt) is not None:
+                boolean(opt, auto=True)
         integer("epochs", 1)
         integer("stages", 1, optional=True)
         integer("batch_size", 2 if self.method == "cskd" else 1)

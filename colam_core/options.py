@@ -117,11 +117,14 @@ OPTIONS: tuple[Option, ...] = (
        "run is bitwise the same on CPU)", "an integer >= 0"),
     _O("device", "system", "auto picks cuda, then mps, then cpu"),
     _O("amp", "system", "mixed precision: auto is bf16 on CUDA with bf16 support, fp16 with a gradient scaler on "
-       "other CUDA devices, off on CPU and MPS"),
+       "other CUDA devices, bf16 on CPUs with AMX (amx_bf16 in /proc/cpuinfo), else off; config.json says which"),
     _O("channels_last", "system", "the channels_last memory layout; none (auto): on for CUDA and CPU, off on MPS, "
        "and a resumed run keeps its layout", "true, false, or none"),
-    _O("compile", "system", "torch.compile the model (pays off for runs longer than a couple of CIFAR epochs: "
-       "docs/BENCHMARKS.md)", "true or false"),
+    _O("compile", "system", "torch.compile the model; none (auto): only when the run's training images pass the "
+       "device's measured break-even (docs/BENCHMARKS.md), so short runs and tests stay eager",
+       "true, false, or none"),
+    _O("deterministic", "system", "GPUs: deterministic algorithms and cuBLAS workspace (slower); the CPU is "
+       "deterministic without it", "true or false"),
     _O("eval_batch_size", "system", "batch size of the test and soft-label passes", "an integer >= 1"),
     _O("checkpoint_every_epoch", "system", "write checkpoints/last.pt after every epoch (else at stage ends and on a "
        "stop)", "true or false"),

@@ -53,7 +53,8 @@ from .errors import ConfigError, RunError
 from .models import build_model
 
 # ----------------------------------------------------------------------------- vocabulary
-CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE = "config.json", "history.csv", "soft_labels.npz", "summary.json"
+CONFIG_FILE, HISTORY_FILE = "config.json", "history.csv"
+SOFT_LABELS_FILE, SUMMARY_FILE = "soft_labels.npz", "summary.json"
 CHECKPOINT_DIR, LAST_CHECKPOINT = "checkpoints", "last.pt"
 TENSORBOARD_DIR = "tensorboard"  # --log tensorboard writes its event files here
 MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # --log mlflow's default store, beside the run directories
@@ -64,8 +65,10 @@ MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # --log mlflow's defau
 RUN_FORMAT = 2
 
 #: options that never change what a run computes: outside the fingerprint a resumed run must match
+# how a run is executed, not what it computes (compile and deterministic change float rounding as a device does)
 FINGERPRINT_EXCLUDED = ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
-                        "download", "extra", "log", "tracking_uri")
+                        "download", "extra", "log", "tracking_uri",
+                        "compile", "deterministic")
 _FIRST = ("dataset", "model", "method")  # the options that say most about a run, named first in a difference
 
 
@@ -97,7 +100,8 @@ def _file_stage(p: Path) -> int:
 
 def fingerprint_diff(theirs: Mapping, ours: Mapping) -> list[str]:
     """Options that differ, the ones that say most about a run first (dataset, model, method), then by name."""
-    diff = [k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)]
+    # an older run's fingerprint may hold an option excluded since (compile): it never makes a difference
+    diff = [k for k in set(theirs) | set(ours) if k not in FINGERPRINT_EXCLUDED and theirs.get(k) != ours.get(k)]
     return sorted(diff, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
 
 

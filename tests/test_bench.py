@@ -47,6 +47,16 @@ def test_bench_quick_run_prints_table_and_final_json_line(tmp_path):
         assert v["images_per_s_median"] > 0 and v["warmup_s"] >= 0 and 0 < v["ceiling_fraction"]
     assert thr["ours_hl_vs_reference"] > 0 and thr["ours_colam_online_vs_ours_hl"] > 0
     assert thr["matmul_flops_fp32"] > 0 and thr["model_flops_per_image"] > 0 and thr["ceiling_fraction"] > 0
+    # the compile-auto row: what compile=auto picks for a 160-epoch run of this data, and that variant's figures
+    auto = thr["ours_hl_compile_auto"]
+    assert auto["epochs"] == 160 and auto["images"] == 160 * 512 and auto["reason"].startswith("auto: ")
+    assert auto["variant"] == ("ours_hl_compiled" if auto["compiles"] else "ours_hl")
+    if auto["measured"]:
+        assert auto["images_per_s"] == thr[auto["variant"]]["images_per_s"]
+        assert thr["ours_hl_compile_auto_vs_reference"] == thr[auto["variant"] + "_vs_reference"]
+    assert "compile auto" in table and thr["settings"]["amp_reason"].startswith(("auto", "off", "bf16", "fp16"))
+    if thr["settings"]["amp"] != "off":  # the autocast the trainer chose, against float32 in the same rounds
+        assert thr["ours_hl_fp32"]["images_per_s"] > 0 and thr["ours_hl_vs_ours_hl_fp32"] > 0
 
     col = result["colam"]
     for key in ("update_cost_epochs", "eval_direct_ratio", "eval_predicted_ratio", "eval_ratio_at_interval",
@@ -58,7 +68,8 @@ def test_bench_quick_run_prints_table_and_final_json_line(tmp_path):
     soft = {row["classes"]: row for row in result["soft_labels"]}
     assert sorted(soft) == [10, 100, 1000]
     assert soft[1000]["state_bytes"] == 100 * soft[100]["state_bytes"]  # C x C, whatever the number of samples
-    assert all(row["accumulate_seconds"] and row["finish_seconds"] > 0 and row["ns_per_peer"] > 0 for row in soft.values())
+    assert all(row["accumulate_seconds"] and row["finish_seconds"] > 0 and row["ns_per_peer"] > 0
+               for row in soft.values())
 
     mem = result["memory"]
     assert mem["peak_rss_bytes"] > 0 and mem["update_pass_images"] == mem["train_images"] > 0

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"seconds", "images_per_s"}
-BASE = dict(dataset="synthetic", model="small_cnn", epochs=4, batch_size=32, lr=0.05, device="cpu")
+# float32 (amp auto is bf16 on CPUs with AMX): the tests compare with float32 computations of one process
+BASE = dict(dataset="synthetic", model="small_cnn", epochs=4, batch_size=32, lr=0.05, device="cpu", amp="off")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -152,7 +153,7 @@ def test_torchrun_cli_trains_like_one_process_and_resumes_after_a_kill(tmp_path)
     from colam_core import load_run
     from colam_core.analysis import expected_calibration_error
     args = ["-m", "colam_core", "train", "--dataset", "synthetic", "--method", "colam", "--epochs", "4", "--stages",
-            "2", "--batch-size", "32", "--device", "cpu", "--quiet"]
+            "2", "--batch-size", "32", "--device", "cpu", "--amp", "off", "--quiet"]
     full = tmp_path / "full"
     rc, out, err = torchrun(*args, "--out", full)
     assert rc == 0, err[-4000:]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -43,7 +41,9 @@ class ClassifierModel(nn.Module):
         ``(B, D)`` features if ``pre_logits`` else the ``(B, C)`` logits.
         """
         if x.dim() == 4:
-            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+            # a mean, not adaptive_avg_pool2d: the same pooling, and its CUDA backward is deterministic (that of
+            # adaptive_avg_pool2d has no deterministic form: torch.use_deterministic_algorithms would raise)
+            x = x.mean((2, 3))
         elif x.dim() != 2:
             raise ValueError(f"forward_head expects a (B, D, H, W) or (B, D) tensor, got shape {tuple(x.shape)}")
         return x if pre_logits else self.classifier(x)

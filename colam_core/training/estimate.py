@@ -20,7 +20,7 @@ def estimate_duration(trainer, batches: int = 6, warmup: int = 2) -> dict:
     cfg = trainer.cfg
     model = copy.deepcopy(trainer.model).train()
     method = copy.deepcopy(trainer.method)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = torch.compile(model) if trainer.compile else model
     step = TrainStep(cfg, forward, make_optimizer(cfg, model), method, trainer.strategy, amp=trainer.amp,
                      channels_last=trainer.channels_last, num_train=trainer.info.num_train)
     sampler = method.batch_sampler()

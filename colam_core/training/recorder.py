@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import RunError, TrainingError
 from ..runs import (CONFIG_FILE, LAST_CHECKPOINT, RUN_FORMAT, SOFT_LABELS_FILE, SUMMARY_FILE, RunDir,
                     describe_difference, fault_point, resume_command, source_commit, versions)
+from .auto import cpu_flags, dtype_name
 
 
 class Recorder:
@@ -139,8 +140,10 @@ def describe_run(trainer) -> dict:
     return {
         "format": RUN_FORMAT, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "versions": versions(),
         "git": source_commit(),
-        "device": str(trainer.device), "amp": str(trainer.amp).replace("torch.", "") if trainer.amp else "off",
-        "channels_last": trainer.channels_last, "dataset": trainer.info.__dict__.copy(),
+        "device": str(trainer.device), "amp": dtype_name(trainer.amp), "channels_last": trainer.channels_last,
+        "compile": trainer.compile, "deterministic": cfg.deterministic, "choices": trainer.choices.reasons,
+        "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+        "dataset": trainer.info.__dict__.copy(),
         "output_temperature": trainer.method.output_temperature, "num_stages": trainer.num_stages,
         "stage_epochs": trainer.stage_epochs, "total_epochs": trainer.total_epochs,
         "trainings": cfg.generations, "distributed": trainer.strategy.describe(),

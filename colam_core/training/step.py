@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import TrainingError
 from ..methods import StepContext
 from ..runs import FAULT, fault_point
+from .auto import resolve_amp
 from .events import BatchEvent
 
 #: the first non-finite loss is looked for every this many batches (each look syncs a CUDA stream)
@@ -35,12 +36,8 @@ def lr_factor(cfg: Config, t: float) -> float:
 
 
 def amp_dtype(mode: str, device: torch.device):
-    """The autocast dtype for `mode` on `device`, or None for float32."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    """The autocast dtype for `mode` on `device`, or None for float32 (the reasons: `auto.resolve_amp`)."""
+    return resolve_amp(mode, device)[0]
 
 
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -57,7 +54,7 @@ class TrainStep:
         self.cfg, self.forward, self.optimizer, self.method, self.strategy = cfg, forward, optimizer, method, strategy
         self.amp, self.channels_last, self.num_train = amp, channels_last, num_train
         self.device = strategy.device
-        self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp == torch.float16 else None
         self.reset_guard()
 
     def reset_guard(self) -> None:

@@ -27,11 +27,12 @@ from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
 from ..runs import FAULT, dataset_kwargs, fault_point
 from ..tracking import make_trackers
+from .auto import resolve_system, set_deterministic
 from .evaluation import evaluate
 from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, erasure_warning
 from .recorder import Recorder, describe_run
 from .state import TrainState
-from .step import TrainStep, amp_dtype, lr_factor, make_optimizer, train_one_epoch
+from .step import TrainStep, lr_factor, make_optimizer, train_one_epoch
 from .stop import StopOnSignal
 from .strategy import make_strategy
 
@@ -51,6 +52,7 @@ class Trainer(EventSource):
         self.device = self.strategy.device
         self.recorder = Recorder(self.out, self.strategy)
         self._trackers = []
+        self._undo_deterministic = set_deterministic(cfg.deterministic)  # process-wide: undone by close()
         try:
             existing, resume = self.recorder.open(cfg.fingerprint(), from_stage)
             self.strategy.run(lambda: self._setup(existing, resume, from_stage))
@@ -59,6 +61,7 @@ class Trainer(EventSource):
                 for tracker in self._trackers:
                     self.subscribe(tracker)
         except BaseException:
+            self._undo_deterministic()
             self.recorder.abort()
             self.strategy.close(clean=False)
             raise
@@ -74,12 +77,10 @@ class Trainer(EventSource):
         self._eval_data = strategy.eval_view(self.data)  # eval passes cover each rank's share of the samples
         self.method = build_method(cfg, self.info.num_classes, self.data.train_labels, self.device)
         self.num_stages, self.stage_epochs, self.total_epochs = cfg.num_stages, cfg.stage_epochs, cfg.total_epochs
-        self.amp = amp_dtype(cfg.amp, self.device)
-        # auto: channels_last on CUDA and on CPU (oneDNN trains conv nets 1.1-1.6x faster in it, docs/BENCHMARKS.md);
-        # a resumed run keeps the layout it started with, so its float rounding does not change midway
-        started = existing.get("channels_last") if isinstance(existing, dict) else None
-        self.channels_last = (cfg.channels_last if cfg.channels_last is not None else started
-                              if isinstance(started, bool) else self.device.type in ("cuda", "cpu"))
+        # the auto options (bf16 where the hardware has it, compile past the break-even, the layout) and why;
+        # a resumed run keeps what it started with (auto.py)
+        self.choices = resolve_system(cfg, self.device, self.info.num_train, existing)
+        self.amp, self.channels_last, self.compile = self.choices.amp, self.choices.channels_last, self.choices.compile
         self._sampler = self.method.batch_sampler()
         self.state = TrainState(self.device)
         self.summary: dict | None = None
@@ -98,7 +99,7 @@ class Trainer(EventSource):
         model = build_model(cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size)
         model = model.to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
-        forward, self._eval_forward = self.strategy.wrap(self.model, cfg.compile)  # eval: never the DDP wrapper
+        forward, self._eval_forward = self.strategy.wrap(self.model, self.compile)  # eval: never the DDP wrapper
         self.optimizer = make_optimizer(cfg, self.model)
         self.step = TrainStep(cfg, forward, self.optimizer, self.method, self.strategy, amp=self.amp,
                               channels_last=self.channels_last, num_train=self.info.num_train)
@@ -144,6 +145,7 @@ class Trainer(EventSource):
         self.recorder.close()
         self.step.forward = self._eval_forward  # drop the DDP wrapper (it holds the process group) before closing
         self.strategy.close(clean=clean)
+        self._undo_deterministic()
 
     def __enter__(self):
         return self
