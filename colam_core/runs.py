@@ -50,7 +50,7 @@ CHECKPOINT_DIR, LAST_CHECKPOINT = "checkpoints", "last.pt"
 
 #: options that never change what a run computes: outside the fingerprint a resumed run must match
 FINGERPRINT_EXCLUDED = ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
-                        "download", "extra")
+                        "download", "extra", "warn_own_mass")
 _FIRST = ("dataset", "model", "method")  # the options that say most about a run, named first in a difference
 
 
