@@ -1,4 +1,4 @@
-"""Target strategies: COLAM and the baselines the paper compares with, behind one interface.
+"""Target strategies: COLAM, the baselines the paper compares with, and OLS, behind one interface.
 
 Every method turns a batch of logits and hard labels into a loss. Stateful
 methods (COLAM, OLS, LR) keep their state small and on the training device:
