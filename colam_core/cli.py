@@ -212,7 +212,8 @@ def cmd_train(args) -> int:
         if summary is None:
             _say(f"stopped; resume with: {_resume_command(trainer.out)}")
             return 130
-        _say(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  test_ece={summary['test_ece']:.4f}  "
+        _say(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  test_ece={summary['test_ece']:.4f} "
+             f"(softmax(z/T))  test_ece_T1={summary['test_ece_T1']:.4f} (softmax(z))  "
              f"train {summary['train_seconds']:.1f} s")
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from . import data as _data
 from . import models as _models
 from .errors import ConfigError, DataError
-from .methods import PEER_FILTERS, available_methods
+from .methods import METHOD_CLASSES, PEER_FILTERS, available_methods
 from .runs import FINGERPRINT_EXCLUDED, load_soft_label_matrix
 
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -26,7 +26,7 @@ AVERAGES = ("logits", "probs")
 UPDATES = ("eval", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-PRESETS = ("paper",)
+PRESETS = ("paper", "transfer")
 TRACKERS = ("tensorboard", "mlflow")  # --log (colam_core/tracking.py); each is the name of its module and its extra
 
 #: the options whose value is one of a list, and where the list comes from (the registries, never a second list):
@@ -39,14 +39,21 @@ CHOICES = {
     "optimizer": lambda: ("sgd",), "preset": lambda: PRESETS,
 }
 
-# Default number of stages per method: COLAM updates its labels at stage ends,
+# Default number of stages per method: COLAM updates its labels at stage ends (4: our choice, docs/DEFAULTS.md),
 # Label Refinery trains two generations, every other method is one stage.
-DEFAULT_STAGES = {"colam": 4, "lr": 2}
+DEFAULT_STAGES = {"colam": 4, "lr": 2, "lr_static": 2}
+
+
+def _restarts(method: str) -> bool:
+    """Label Refinery (either variant): a fresh model per stage, one stage being one full training."""
+    cls = METHOD_CLASSES.get(method)
+    return bool(cls is not None and cls.restart_after_stage)
 
 
 @dataclass
 class Config:
-    """Every option of a run. Defaults are the embedded quick demo (digits)."""
+    """Every option of a run. Defaults are the embedded quick demo (digits); where each default comes from (the
+    paper, a method's own paper, or our choice, and why): docs/DEFAULTS.md, checked by tests/test_defaults.py."""
 
     # data
     dataset: str = "digits"
@@ -59,11 +66,12 @@ class Config:
     augment: str = "auto"
     # model
     model: str = "small_cnn"
+    pretrained: bool | str = False   # resnet50/101: True = torchvision's ImageNet weights, or a weights file path
     # method
     method: str = "colam"
     epochs: int = 12
     stages: int | None = None        # None: the method's default (colam 4, lr 2, others 1)
-    T: float = 1.5                   # COLAM temperature (paper Sec. 5.3: 1 to 2)
+    T: float = 1.5                   # COLAM temperature: our choice inside the paper's 1 to 2 (Sec. 5.3)
     peer_samples: int | str = "all"  # "all" or k random peers per class (paper Fig. 4a)
     average: str = "logits"          # average logits (Eq. 6) or probabilities
     update: str = "eval"             # eval pass at stage end (faithful) or online accumulation
@@ -74,7 +82,7 @@ class Config:
     ls_eps: float = 0.1              # label smoothing (Szegedy et al. 2016)
     cp_beta: float = 0.1             # confidence penalty (Pereyra et al. 2017)
     dl_alpha: float = 0.1            # DisturbLabel noise rate (Xie et al. 2016)
-    ols_alpha: float = 0.5           # OLS: weight of hard CE (Zhang et al. 2021)
+    ols_alpha: float = 0.5           # OLS: weight of hard CE (Zhang et al. 2021, their CIFAR script)
     cskd_T: float = 4.0              # CS-KD temperature (Yun et al. 2020)
     cskd_lambda: float = 1.0         # CS-KD weight
     fixed_targets: str | None = None  # method=fixed: "RUN_DIR:stage_K" or an .npz/.npy file (C x C)
@@ -98,6 +106,7 @@ class Config:
     deterministic: bool = False      # GPUs: deterministic algorithms (slower); the CPU is deterministic without it
     eval_batch_size: int = 512
     checkpoint_every_epoch: bool = True
+    warn_own_mass: float = 0.2       # warn when an update's mean own-class mass is under 1/C + this * (1 - 1/C)
     name: str | None = None
     preset: str | None = None
     # tracking (mirrors of the run directory, outside the fingerprint)
@@ -118,7 +127,7 @@ class Config:
     @property
     def generations(self) -> int:
         """Full trainings this run costs (Label Refinery: 2)."""
-        return 2 if self.method == "lr" else 1
+        return 2 if _restarts(self.method) else 1
 
     @property
     def total_epochs(self) -> int:
@@ -134,7 +143,7 @@ class Config:
     @property
     def stage_epochs(self) -> int:
         """Epochs per stage (t in the paper); Label Refinery: one generation."""
-        return self.epochs if self.method == "lr" else self.epochs // self.num_stages
+        return self.epochs if _restarts(self.method) else self.epochs // self.num_stages
 
     # ------------------------------------------------------------------
     def validate(self) -> "Config":
@@ -194,6 +203,8 @@ class Config:
         number("gamma", 0, 1, lo_open=True)
         number("hard_weight", 0, 1)
         number("own_floor", 0, 1, hi_open=True)
+        number("warn_own_mass", 0, 1)
+        self._check_pretrained()
         if self.stage1_T is not None:
             number("stage1_T", 0, lo_open=True)
         for opt, off in (("peer_filter", "all"), ("own_floor", 0.0), ("stage1_T", None)):
@@ -209,9 +220,10 @@ class Config:
         if not (ps == "all" or (isinstance(ps, int) and not isinstance(ps, bool) and ps >= 1)):
             raise ConfigError("peer_samples", ps, "'all' or an integer >= 1 (k random peers per class)")
         m = self.num_stages
-        if self.method == "lr" and m != 2:
-            raise ConfigError("stages", self.stages, "2 for method lr (Label Refinery trains two generations)")
-        if self.method != "lr" and self.epochs % m != 0:
+        if _restarts(self.method) and m != 2:
+            raise ConfigError("stages", self.stages, f"2 for method {self.method} (Label Refinery trains two "
+                              "generations)")
+        if not _restarts(self.method) and self.epochs % m != 0:
             raise ConfigError("epochs", self.epochs,
                               f"a multiple of stages={m} (m stages of t epochs: epochs = m * t)")
         if self.warmup_epochs >= self.epochs:
@@ -262,6 +274,22 @@ class Config:
             raise ConfigError("tracking_uri", self.tracking_uri, "none, or an MLflow tracking URI together with "
                               "--log mlflow")
 
+    def _check_pretrained(self) -> None:
+        v = self.pretrained
+        if v is False:
+            return
+        if not (v is True or (isinstance(v, str) and v.strip())):
+            raise ConfigError("pretrained", v, "false, true (torchvision's ImageNet weights) or a weights file path")
+        supported = _models.available_models(pretrained=True)
+        if self.model not in supported:
+            raise ConfigError("pretrained", v, f"false for model {self.model!r} (ImageNet weights exist for "
+                              f"{', '.join(supported)})")
+        if isinstance(v, str):
+            import os
+            if not os.path.isfile(v):
+                raise ConfigError("pretrained", v, "true or the path of an existing weights file (a state dict "
+                                  "saved with torch.save)")
+
     # ------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -286,7 +314,7 @@ class Config:
         """Return a copy with the preset's values, except options named in `keep`."""
         if preset not in PRESETS:
             raise ConfigError("preset", preset, ", ".join(PRESETS))
-        values = paper_recipe(self.model)
+        values = paper_recipe(self.model) if preset == "paper" else transfer_recipe()
         values = {k: v for k, v in values.items() if k not in keep}
         return dataclasses.replace(self, preset=preset, **values)
 
@@ -318,6 +346,9 @@ def parse_value(name: str, raw: str, kind: str | None = None):
             return int(raw)
         except ValueError:
             raise ConfigError(name, raw, "'all' or an integer >= 1") from None
+    if name == "pretrained":  # true / false, or the path of a weights file
+        return {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                "off": False, "none": False}.get(low, raw)
     if name == "milestones":
         try:
             return tuple(float(v) for v in raw.split(",") if v.strip())
@@ -397,11 +428,23 @@ def validate_params(params: Mapping[str, Any]) -> Config:
 
 
 def paper_recipe(model: str = "preact_resnet34") -> dict:
-    """The paper's CIFAR training recipe (Li et al. 2022, Sec. 5): SGD momentum 0.9, weight decay 1e-4,
-    lr 0.1, batch 64, 160 epochs (240 for DenseNet), multistep decay at 50% and 75%, crop+flip."""
+    """Preset `paper`: the CIFAR training recipe. The paper states (Sec. 4.2) SGD with momentum 0.9, weight decay
+    1e-4, lr 0.1, batch 64 and 160 epochs (240 for DenseNet), with random crop + flip. It does not state the decay
+    schedule: dividing the lr by 10 at 50% and 75% of the epochs is our choice (the common CIFAR schedule, the one
+    the CS-KD and OLS reference scripts use). Provenance of every value: docs/DEFAULTS.md."""
     return dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=64,
                 epochs=240 if model.startswith("densenet") else 160, schedule="multistep",
                 milestones=(0.5, 0.75), gamma=0.1, augment="crop_flip")
+
+
+def transfer_recipe() -> dict:
+    """Preset `transfer`: the paper's transfer-learning setting (Table 4). The paper states ResNet-101 started from
+    ImageNet weights and fine-tuned for 40 epochs at lr 0.01, batch 64, momentum 0.9, weight decay 1e-4. Our
+    choices where it is silent: an `imagefolder` data set (`data_root` with `train/` and `val/`), 224-pixel random
+    resized crops + flip for training (resize + center crop for evaluation), the same step schedule as `paper`."""
+    return dict(dataset="imagefolder", model="resnet101", pretrained=True, optimizer="sgd", lr=0.01, momentum=0.9,
+                weight_decay=1e-4, batch_size=64, epochs=40, schedule="multistep", milestones=(0.5, 0.75), gamma=0.1,
+                augment="crop_flip")
 
 
 def _mps_available() -> bool:

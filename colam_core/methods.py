@@ -1,22 +1,25 @@
-"""Target strategies: COLAM and the baselines the paper compares with, behind one interface.
+"""Target strategies: COLAM, the baselines the paper compares with, and OLS, behind one interface.
 
 Every method turns a batch of logits and hard labels into a loss. Stateful
 methods (COLAM, OLS, LR) keep their state small and on the training device:
 COLAM and OLS hold C x C class-wise soft labels (never N x C); Label
-Refinery is the exception by construction (per-sample targets of the first
-generation) and its run records that it cost two trainings.
+Refinery holds the frozen generation-1 model, whose output on each augmented
+crop is that crop's target, and its run records that it cost two trainings.
 
-| name   | method | default and its source |
-|--------|--------|------------------------|
-| hl     | hard labels, cross-entropy | - |
-| ls     | label smoothing | eps = 0.1 (Szegedy et al. 2016) |
-| cp     | confidence penalty, CE - beta * H(p) | beta = 0.1 (Pereyra et al. 2017) |
-| dl     | DisturbLabel | alpha = 0.1 (Xie et al. 2016, CIFAR setting) |
-| colam  | COLAM | T = 1.5 (paper Sec. 5.3 recommends 1-2), 4 stages, all peers, logits averaged |
-| ols    | online label smoothing | hard CE weight 0.5, init from LS 0.1 (Zhang et al. 2021) |
-| cskd   | class-wise self-knowledge distillation | T = 4, lambda = 1 (Yun et al. 2020) |
-| lr     | Label Refinery | 2 generations (Bagherinezhad et al. 2018) |
-| fixed  | frozen C x C soft labels (for the paper's Fig. 1b) | - |
+Where every default comes from (the paper, the method's own paper, or our choice): docs/DEFAULTS.md.
+
+| name      | method | defaults |
+|-----------|--------|----------|
+| hl        | hard labels, cross-entropy | - |
+| ls        | label smoothing | eps = 0.1 (Szegedy et al. 2016) |
+| cp        | confidence penalty, CE - beta * H(p) | beta = 0.1 (Pereyra et al. 2017) |
+| dl        | DisturbLabel | alpha = 0.1 (Xie et al. 2016, CIFAR setting) |
+| colam     | COLAM (Li et al. 2022) | T = 1.5, 4 stages: our choices (the paper tunes both by cross-validation) |
+| ols       | online label smoothing (not a baseline of the COLAM paper) | hard CE weight 0.5 (Zhang et al. 2021) |
+| cskd      | class-wise self-knowledge distillation | T = 4, lambda = 1 (Yun et al. 2020) |
+| lr        | Label Refinery, per augmented crop | 2 generations (Bagherinezhad et al. 2018) |
+| lr_static | Label Refinery with static per-image targets (not the reference; kept to measure the difference) | |
+| fixed     | frozen C x C soft labels (for the paper's Fig. 1b) | - |
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import make_pair_batch_sampler
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .runs import load_soft_label_matrix
 
 if TYPE_CHECKING:  # methods read a validated Config; config checks method names against METHOD_CLASSES
@@ -50,6 +53,9 @@ class StepContext:
     last_epoch_of_stage: bool
     #: sums tensors over data-parallel ranks in place (the training strategy's reduce; identity on one device)
     reduce: Callable = field(default=lambda *tensors: None, repr=False)
+    #: the batch the model is trained on in this step, as it is fed to the model (augmented, in the run's layout);
+    #: set by the training step around `Method.forward` and `Method.loss` (Label Refinery's teacher reads it)
+    x: torch.Tensor | None = field(default=None, repr=False)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         g = torch.Generator()
@@ -58,7 +64,8 @@ class StepContext:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, T: float = 1.0) -> torch.Tensor:
-    """Mean over the batch of -sum_j q_j log softmax(z / T)_j (the paper's Eq. 4)."""
+    """Mean over the batch of -sum_j q_j log softmax(z / T)_j (the paper's Eq. 4), with the standard softmax
+    exp(z_j / T) / sum_k exp(z_k / T): the paper's Eq. 5 prints its denominator without the index, a typo."""
     return -(target * F.log_softmax(logits.float() / T, dim=1)).sum(1).mean()
 
 
@@ -78,6 +85,8 @@ class Method:
     output_temperature = 1.0
     #: Label Refinery: the model and optimiser restart after each stage
     restart_after_stage = False
+    #: Label Refinery: when a generation starts, the trainer hands the previous one, frozen, to `set_teacher`
+    uses_teacher = False
 
     def __init__(self, cfg: Config, num_classes: int, train_labels: torch.Tensor, device):
         self.cfg = cfg
@@ -91,6 +100,20 @@ class Method:
 
     def on_epoch_start(self, ctx: StepContext) -> None:
         pass
+
+    def forward(self, forward: Callable, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """The training forward of a batch, under the step's autocast: one pass with gradients."""
+        return forward(x)
+
+    def forwards_per_sample(self, stage: int) -> int:
+        """Images forwarded per trained sample in `stage`: 1, or 2 where a second forward without gradients
+        makes the targets (CS-KD's partners, Label Refinery's teacher). The run records the extra ones
+        (summary.json `extra_forward_images`) and counts them in `images_per_s`."""
+        return 1
+
+    def set_teacher(self, model: torch.nn.Module, forward: Callable) -> None:
+        """The previous generation's frozen model and its forward (x -> float32 logits, no gradients)."""
+        raise NotImplementedError(f"method {self.name!r} uses no teacher")
 
     def loss(self, logits, y, idx, ctx: StepContext):
         """Return (loss, logits used for accuracy, their labels)."""
@@ -182,7 +205,10 @@ class COLAM(Method):
     Stage 1 trains on hard labels; at the end of stage s < m the soft label of
     class c becomes softmax(mean_{x in peers(c)} f(x) / T) (Eq. 6: the mean is
     the argmin of the summed squared distances), and stage s + 1 trains every
-    sample of class c on it with loss CE(q_c, softmax(f(x) / T)) (Eq. 4).
+    sample of class c on it with loss CE(q_c, softmax(f(x) / T)) (Eq. 4; the standard softmax: Eq. 5 as printed
+    omits the index of its denominator's sum, a typo). The paper tunes T and the number of stages by 5-fold
+    cross-validation and reports neither: the defaults (T = 1.5 inside the 1-2 that Sec. 5.3 recommends, 4 stages
+    as Sec. 5.1 uses "for demonstration") are our choices (docs/DEFAULTS.md).
 
     Extensions, off by default (not in the paper; docs/RESULTS.md measures why they exist):
 
@@ -318,17 +344,17 @@ class COLAM(Method):
 
 
 class OnlineLabelSmoothing(Method):
-    """OLS (Zhang et al. 2021): per-epoch class means of the probabilities of correctly classified
-    samples become next epoch's soft labels; loss = alpha * CE(hard) + (1 - alpha) * CE(soft).
-    Soft labels start as label smoothing 0.1. A class with no correct sample in an epoch keeps its
-    previous soft label (the reference code would zero it)."""
+    """OLS (Zhang et al. 2021; not one of the COLAM paper's baselines), as the authors' CIFAR script
+    (zhangchbin/OnlineLabelSmoothing, cifar/scripts/train_cifar_all_methods.py) trains it: loss =
+    alpha * CE(hard) + (1 - alpha) * CE(soft), the soft label of class c being the mean, over the previous epoch,
+    of the (training-mode, augmented) probabilities of the samples of c the model classified correctly.
+    As in that script the soft labels start at zero (epoch 1 trains on alpha * CE(hard) alone), and a class with
+    no correctly classified sample in an epoch gets the uniform label 1/C for the next one."""
     name = "ols"
 
     def __init__(self, cfg, num_classes, train_labels, device):
         super().__init__(cfg, num_classes, train_labels, device)
-        eps = 0.1
-        self.soft = torch.full((self.C, self.C), eps / (self.C - 1), device=self.device)
-        self.soft.fill_diagonal_(1 - eps)
+        self.soft = torch.zeros(self.C, self.C, device=self.device)
         self._reset()
 
     def _reset(self):
@@ -353,7 +379,9 @@ class OnlineLabelSmoothing(Method):
     def on_epoch_end(self, ctx):
         ctx.reduce(self._sums, self._counts)
         seen = self._counts > 0
-        self.soft[seen] = (self._sums[seen] / self._counts[seen, None]).float()
+        soft = torch.full((self.C, self.C), 1.0 / self.C, dtype=torch.float64, device=self.device)
+        soft[seen] = self._sums[seen] / self._counts[seen, None]
+        self.soft = soft.float()
         self._reset()
 
     @property
@@ -370,11 +398,25 @@ class OnlineLabelSmoothing(Method):
 
 class ClassWiseSelfKD(Method):
     """CS-KD (Yun et al. 2020): each batch holds samples and a same-class partner of each; loss =
-    CE(first half) + lambda * T^2 * KL(softmax(partner / T) || softmax(sample / T)), partner detached."""
+    CE(samples) + lambda * T^2 * KL(softmax(partner / T) || softmax(sample / T)), partner detached.
+
+    As in the reference (alinlab/cs-kd, train.py) the partners are forwarded separately, without gradients and in
+    train mode, after the samples: each half is normalised by its own BatchNorm batch statistics (a joint
+    forward would mix them), and the BatchNorm running statistics are updated by both forwards."""
     name = "cskd"
 
     def batch_sampler(self):
         return make_pair_batch_sampler(self.train_labels.cpu())
+
+    def forward(self, forward, x, ctx):
+        n = len(x) // 2
+        z = forward(x[:n])
+        with torch.no_grad():
+            z_pair = forward(x[n:])
+        return torch.cat([z, z_pair])
+
+    def forwards_per_sample(self, stage):
+        return 2
 
     def loss(self, logits, y, idx, ctx):
         n = len(y) // 2
@@ -385,15 +427,98 @@ class ClassWiseSelfKD(Method):
 
 
 class LabelRefinery(Method):
-    """Label Refinery (Bagherinezhad et al. 2018): generation 1 trains on hard labels; its
-    per-sample soft outputs on the (un-augmented) training images become the targets of generation 2,
-    trained from scratch. Two full trainings: the run records `trainings: 2`."""
+    """Label Refinery (Bagherinezhad et al. 2018) as its reference code trains it (hessamb/label-refinery:
+    ModelRefineryWrapper and RefineryLoss): generation 1 trains on hard labels; generation 2, a fresh model
+    trained for as long, learns on every augmented crop of every batch the target softmax(teacher(crop)), the
+    frozen generation-1 model's output on that same crop ("soft labels based on cropped images"). That costs one
+    extra forward without gradients per step (summary.json `extra_forward_images`) and two full trainings
+    (`trainings: 2`).
+
+    The teacher runs in eval mode (BatchNorm running statistics, no dropout): a frozen model. The reference's
+    wrapper is switched to train mode as a whole, so its teacher normalises each crop batch by that batch's
+    statistics; we keep the teacher's function fixed, as the paper describes it.
+
+    At the end of generation 1 the class means of the teacher's outputs on the un-augmented training images are
+    recorded as `soft_labels.npz:stage_1` (for the heatmaps and the soft-label health checks only: training
+    uses the per-crop outputs; this display costs one inference pass)."""
     name = "lr"
     restart_after_stage = True
+    uses_teacher = True
 
     def __init__(self, cfg, num_classes, train_labels, device):
         super().__init__(cfg, num_classes, train_labels, device)
-        self.targets = None  # N x C (by construction of the method)
+        self.teacher_model: torch.nn.Module | None = None
+        self.teacher: Callable | None = None   # x -> float32 logits of the frozen generation-1 model
+        self._display = None                   # C x C numpy (class means of the teacher's un-augmented outputs)
+
+    def set_teacher(self, model, forward):
+        self.teacher_model, self.teacher = model, forward
+
+    def forwards_per_sample(self, stage):
+        return 1 if stage == 1 else 2
+
+    def loss(self, logits, y, idx, ctx):
+        if self.teacher is None:
+            return F.cross_entropy(logits.float(), y), logits, y
+        with torch.no_grad():
+            q = F.softmax(self.teacher(ctx.x).float(), 1)
+        return soft_cross_entropy(logits, q), logits, y
+
+    def _train_outputs(self, infer, data):
+        """(softmax outputs, labels, indices) of the stage's model, batch by batch, on the un-augmented training
+        images (this rank's share of them under data-parallel training)."""
+        for x, y, idx in data.eval_batches("train", self.cfg.eval_batch_size):
+            yield F.softmax(infer(x).float(), 1), y.to(self.device), idx.to(self.device)
+
+    @staticmethod
+    def _class_means(sums, counts) -> np.ndarray:
+        return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
+
+    def stage_end(self, infer, data, ctx):
+        if ctx.stage >= ctx.num_stages:
+            return None
+        sums = torch.zeros(self.C, self.C, dtype=torch.float64, device=self.device)
+        counts = torch.zeros(self.C, dtype=torch.float64, device=self.device)
+        for p, y, _ in self._train_outputs(infer, data):
+            s, c = class_statistics(p, y, self.C)
+            sums += s
+            counts += c
+        ctx.reduce(sums, counts)  # data-parallel: each rank measured its share of the samples
+        self._display = self._class_means(sums, counts)
+        return self._display
+
+    @property
+    def soft_labels(self):
+        return self._display
+
+    def state_dict(self):
+        teacher = None if self.teacher_model is None else {k: v.cpu() for k, v in
+                                                           self.teacher_model.state_dict().items()}
+        return {"teacher": teacher,
+                "display": None if self._display is None else torch.from_numpy(self._display)}
+
+    def load_state_dict(self, state):
+        d = state.get("display")
+        self._display = None if d is None else d.numpy()
+        if state.get("teacher") is not None:
+            if self.teacher_model is None:
+                raise RunError("a Label Refinery checkpoint of generation 2 needs its teacher attached first")
+            self.teacher_model.load_state_dict(state["teacher"])
+
+
+class StaticLabelRefinery(LabelRefinery):
+    """Label Refinery with static targets (not the reference): generation 2 trains each image, whatever its crop,
+    on softmax of generation 1's output on the un-augmented image in eval mode, computed once at the end of
+    generation 1 (N x C targets, no extra forward per step). Kept to measure what the per-crop targets change."""
+    name = "lr_static"
+    uses_teacher = False
+
+    def __init__(self, cfg, num_classes, train_labels, device):
+        super().__init__(cfg, num_classes, train_labels, device)
+        self.targets = None  # N x C (by construction of this variant)
+
+    def forwards_per_sample(self, stage):
+        return 1
 
     def loss(self, logits, y, idx, ctx):
         if self.targets is None:
@@ -404,30 +529,25 @@ class LabelRefinery(Method):
         if ctx.stage >= ctx.num_stages:
             return None
         targets = torch.zeros(len(self.train_labels), self.C, device=self.device)
-        for x, _, idx in data.eval_batches("train", self.cfg.eval_batch_size):
-            targets[idx.to(self.device)] = F.softmax(infer(x).float(), 1)
+        for p, _, idx in self._train_outputs(infer, data):
+            targets[idx] = p
         ctx.reduce(targets)  # data-parallel: each rank filled its share of the rows, the rest are zeros
         self.targets = targets
-        sums, counts = class_statistics(targets, self.train_labels, self.C)
-        return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
-
-    @property
-    def soft_labels(self):
-        if self.targets is None:
-            return None
-        sums, counts = class_statistics(self.targets, self.train_labels, self.C)
-        return (sums / counts.clamp_min(1)[:, None]).float().cpu().numpy()
+        self._display = self._class_means(*class_statistics(targets, self.train_labels, self.C))
+        return self._display
 
     def state_dict(self):
-        return {"targets": None if self.targets is None else self.targets.cpu()}
+        return {**super().state_dict(), "targets": None if self.targets is None else self.targets.cpu()}
 
     def load_state_dict(self, state):
+        super().load_state_dict(state)
         t = state.get("targets")
         self.targets = None if t is None else t.to(self.device)
 
 
 METHOD_CLASSES = {cls.name: cls for cls in (HardLabels, LabelSmoothing, ConfidencePenalty, DisturbLabel, COLAM,
-                                           OnlineLabelSmoothing, ClassWiseSelfKD, LabelRefinery, FixedSoftLabels)}
+                                           OnlineLabelSmoothing, ClassWiseSelfKD, LabelRefinery, StaticLabelRefinery,
+                                           FixedSoftLabels)}
 
 
 def build_method(cfg: Config, num_classes: int, train_labels: torch.Tensor, device) -> Method:

@@ -82,6 +82,12 @@ def soft_label_health(mats: Mapping[str, Any]) -> dict[str, dict]:
     return out
 
 
+def own_mass_floor(num_classes: int, fraction: float) -> float:
+    """The mean own-class mass `fraction` of the way from the uniform label (1/C) to one-hot (1): below it a
+    set of soft labels is called close to uniform (the run's `warn_own_mass` is the fraction)."""
+    return 1.0 / num_classes + fraction * (1.0 - 1.0 / num_classes)
+
+
 def erasures(soft: Any) -> list[dict]:
     """One dict per erased class: class, taken_by (the class holding its label's largest entry), own_mass and
     taken_mass."""
@@ -90,4 +96,5 @@ def erasures(soft: Any) -> list[dict]:
              "taken_mass": float(h["top_mass"][c])} for c in np.flatnonzero(h["erased"])]
 
 
-__all__ = ["reliability_bins", "expected_calibration_error", "class_health", "soft_label_health", "erasures"]
+__all__ = ["reliability_bins", "expected_calibration_error", "class_health", "soft_label_health", "erasures",
+           "own_mass_floor"]

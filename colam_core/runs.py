@@ -68,7 +68,7 @@ RUN_FORMAT = 2
 # how a run is executed, not what it computes (compile and deterministic change float rounding as a device does)
 FINGERPRINT_EXCLUDED = ("name", "device", "num_workers", "eval_batch_size", "checkpoint_every_epoch", "data_root",
                         "download", "extra", "log", "tracking_uri",
-                        "compile", "deterministic")
+                        "compile", "deterministic", "warn_own_mass")
 _FIRST = ("dataset", "model", "method")  # the options that say most about a run, named first in a difference
 
 

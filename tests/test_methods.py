@@ -86,12 +86,11 @@ def test_colam_soft_targets_and_hard_weight():
 
 
 def test_ols_loss_and_epoch_update():
+    """As the authors' CIFAR script: the soft labels start at zero (epoch 1 is alpha * CE alone), then each class's
+    label is the mean probability vector of its correctly classified samples of the epoch before."""
     m = method("ols", ols_alpha=0.5)
-    init = np.full((C, C), 0.1 / (C - 1))
-    np.fill_diagonal(init, 0.9)
     loss = m.loss(LOGITS, Y, IDX, ctx())[0].item()
-    want = 0.5 * hand_ce(onehot(Y), LOGITS) + 0.5 * hand_ce(init[Y.numpy()], LOGITS)
-    assert loss == pytest.approx(want, rel=1e-6)
+    assert loss == pytest.approx(0.5 * hand_ce(onehot(Y), LOGITS), rel=1e-6)
     m.on_epoch_end(ctx())
     p = np.exp(log_softmax_np(LOGITS))
     correct = p.argmax(1) == Y.numpy()  # samples 0 (class 0), 2 (class 1), 3 (class 2) are correct; 1 is not
@@ -99,15 +98,18 @@ def test_ols_loss_and_epoch_update():
     for c in range(C):
         rows = correct & (Y.numpy() == c)
         np.testing.assert_allclose(new[c], p[rows].mean(0), rtol=1e-5)
+    loss = m.loss(LOGITS, Y, IDX, ctx(epoch=2))[0].item()
+    assert loss == pytest.approx(0.5 * hand_ce(onehot(Y), LOGITS) + 0.5 * hand_ce(new[Y.numpy()], LOGITS), rel=1e-5)
 
 
-def test_ols_keeps_a_class_with_no_correct_sample():
+def test_ols_gives_a_class_with_no_correct_sample_the_uniform_label():
     m = method("ols")
-    before = m.soft_labels.copy()
-    z = torch.tensor([[0.0, 5.0, 0.0]])  # predicts 1, label 0
-    m.loss(z, torch.tensor([0]), torch.tensor([0]), ctx())
+    z = torch.tensor([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])  # predicts 1 for both: class 0 wrong, class 1 right
+    m.loss(z, torch.tensor([0, 1]), torch.tensor([0, 2]), ctx())
     m.on_epoch_end(ctx())
-    np.testing.assert_allclose(m.soft_labels[0], before[0])
+    np.testing.assert_allclose(m.soft_labels[0], np.full(C, 1 / C), rtol=1e-6)   # no correct sample of class 0
+    np.testing.assert_allclose(m.soft_labels[2], np.full(C, 1 / C), rtol=1e-6)   # no sample of class 2 at all
+    np.testing.assert_allclose(m.soft_labels[1], np.exp(log_softmax_np(z[1:]))[0], rtol=1e-5)
 
 
 def test_cskd_loss():
@@ -123,9 +125,22 @@ def test_cskd_loss():
     assert zz.shape[0] == 2 and yy.tolist() == [0, 2]
 
 
-def test_lr_generation2_uses_per_sample_targets():
+def test_lr_generation2_trains_each_crop_on_the_teachers_output_on_that_crop():
     m = method("lr")
     assert m.loss(LOGITS, Y, IDX, ctx())[0].item() == pytest.approx(hand_ce(onehot(Y), LOGITS), rel=1e-6)
+    teacher = torch.nn.Linear(5, C)
+    m.set_teacher(teacher, lambda x: teacher(x).float())
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    c = ctx(stage=2)
+    c.x = x
+    with torch.no_grad():
+        q = torch.softmax(teacher(x), 1).numpy()
+    assert m.loss(LOGITS, Y, IDX, c)[0].item() == pytest.approx(hand_ce(q, LOGITS), rel=1e-6)
+    assert m.forwards_per_sample(1) == 1 and m.forwards_per_sample(2) == 2
+
+
+def test_lr_static_generation2_uses_per_sample_targets():
+    m = method("lr_static")
     targets = torch.softmax(torch.randn(6, C, generator=torch.Generator().manual_seed(0)), 1)
     m.targets = targets
     idx = torch.tensor([5, 0, 3, 1])

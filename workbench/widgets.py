@@ -195,6 +195,8 @@ class StageStepper(_Widget):
                                       layout=w.Layout(width="320px"))
         self.status = w.HTML()
         self.error_area = w.HTML()
+        #: the soft-label warnings of this session's updates (an erased class, labels close to uniform)
+        self.warning_area = w.HTML()
         self.next_button.on_click(lambda _: self.run_stage())
         self.all_button.on_click(lambda _: self.run_all())
         self.stop_button.on_click(lambda _: self.stop())
@@ -207,7 +209,7 @@ class StageStepper(_Widget):
         if self.interactive:
             self.widget = w.VBox([
                 w.HBox([self.next_button, self.all_button, self.stop_button, self.progress]),
-                self.status, self.error_area, self.views["curves"], self.views["soft_labels"],
+                self.status, self.error_area, self.warning_area, self.views["curves"], self.views["soft_labels"],
             ])
 
     # ------------------------------------------------------------ actions
@@ -309,6 +311,8 @@ class StageStepper(_Widget):
                 self._soft[f"stage_{ev.stage}"] = np.asarray(ev.soft_labels)
             self._refresh_soft_labels()
             self._set_status(self._idle_status())
+        elif kind == "warning":
+            self.warning_area.value += f"<div>{_note_html('WARNING: ' + ev.message)}</div>"
         elif kind == "done":
             self._set_status(self._idle_status())
         elif kind == "stopped":
@@ -322,8 +326,10 @@ class StageStepper(_Widget):
         t = self.trainer
         if t.done:
             s = t.summary or {}
-            acc, ece = s.get("test_acc"), s.get("test_ece")
-            nums = f": test accuracy {acc:.4f}, ECE {ece:.4f}" if acc is not None and ece is not None else ""
+            acc, ece, ece1 = s.get("test_acc"), s.get("test_ece"), s.get("test_ece_T1")
+            nums = (f": test accuracy {acc:.4f}, ECE {ece:.4f} of softmax(z/T)"
+                    if acc is not None and ece is not None else "")
+            nums += f", {ece1:.4f} of softmax(z)" if nums and ece1 is not None else ""
             return f"Finished all {t.num_stages} stages{nums} ({t.out})"
         return f"Next: stage {t.current_stage} of {t.num_stages} ({t.epoch} of {t.total_epochs} epochs done; {t.out})"
 

@@ -128,7 +128,7 @@ def template_distances_for_run(run: Any, stage: int | str | None = None, classes
 
 
 def adt_adc(features: Any, labels: Any, weight: Any, classes: Sequence[int] | None = None,
-            normalize: bool = False, class_names: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+            normalize: bool = True, class_names: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Average distances to templates (ADT) and to class centroids (ADC), COLAM Fig. 3.
 
     For every ordered pair (i, j) of ``classes`` (all classes when None):
@@ -138,8 +138,9 @@ def adt_adc(features: Any, labels: Any, weight: Any, classes: Sequence[int] | No
     * ``ADC[i, j]`` = mean over samples ``h`` of class i of ``||h - mu_j||``,
       with ``mu_j`` the mean feature of class j.
 
-    With ``normalize=True`` features and templates are L2-normalized first and
-    centroids are the means of the normalized features. Rows are the sample
+    With ``normalize=True`` (the default: the paper normalizes all vectors) features and templates are
+    L2-normalized first and centroids are the means of the normalized features; ``normalize=False`` measures
+    the raw vectors. Rows are the sample
     class i, columns the template / centroid class j; labels are class ids or,
     with ``class_names``, names. Classes without samples give NaN.
     """
@@ -171,7 +172,7 @@ def adt_adc(features: Any, labels: Any, weight: Any, classes: Sequence[int] | No
 
 def adt_adc_for_run(run: Any, stage: int | str | None = None, classes: Sequence[int] | None = None,
                     split: str = "train", per_class: int | None = None, seed: int = 0,
-                    normalize: bool = False, names: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    normalize: bool = True, names: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``adt_adc`` on the penultimate features of a run's model (all samples of ``classes`` by default)."""
     model, feats, labels, _ = _run_features(run, stage, split, classes, per_class, seed)
     w, _ = _classifier_params(model)

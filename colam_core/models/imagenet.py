@@ -5,11 +5,14 @@ num_classes=C)`` with ``strict=True``; the head ``fc`` is also reachable as ``cl
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from colam_core.errors import ConfigError
 
 from .base import ClassifierModel
 from .registry import register_model
@@ -39,6 +42,47 @@ def _load_pretrained_state_dict(arch: str, weights) -> dict:
         ) from exc
 
 
+def _torchvision_key(key: str) -> str:
+    """A state-dict key as torchvision names it (DataParallel's ``module.`` dropped, our ``classifier`` is ``fc``)."""
+    key = key.removeprefix("module.")
+    return "fc." + key[len("classifier."):] if key.startswith("classifier.") else key
+
+
+def _load_weights_file(arch: str, path, expected: dict) -> dict:
+    """A local weights file for torchvision's ``arch``: read without running code (``weights_only=True``) and
+    checked key by key against ``expected`` (the model's own state dict); a classifier of another size is
+    dropped (it is replaced for the target classes anyway). Anything else raises a one-line ConfigError."""
+    def refuse(why: str):
+        raise ConfigError("pretrained", str(path), f"a {arch} weights file (a state dict with torchvision's "
+                          f"names and shapes); {why}")
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, a pickle that needs code, truncated, unreadable
+        refuse(f"it cannot be read with torch.load(weights_only=True): "
+               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
+    for key in ("state_dict", "model"):  # a training checkpoint around the weights (ours: last.pt's "model")
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        refuse(f"it holds a {type(state).__name__}, not a dict of tensors")
+    state = {_torchvision_key(k): v for k, v in state.items()}
+    state = {k: v for k, v in state.items()
+             if not (k.startswith("fc.") and k in expected and v.shape != expected[k].shape)}
+    missing = [k for k in expected if k not in state and not k.startswith("fc.")]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        refuse(f"{k} has shape {list(state[k].shape)} in the file and {list(expected[k].shape)} in {arch}"
+               + (f" ({len(wrong) - 1} more tensors differ)" if len(wrong) > 1 else ""))
+    if missing or unexpected:
+        what = [f"{len(missing)} tensors missing (e.g. {missing[0]})" if missing else "",
+                f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else ""]
+        refuse(", ".join(w for w in what if w) + " (weights of another architecture?)")
+    return state
+
+
 class TorchvisionResNet(ClassifierModel):
     """A torchvision ResNet (``arch``, e.g. ``"resnet50"``) whose ``fc`` is also its ``classifier``.
 
@@ -49,14 +93,20 @@ class TorchvisionResNet(ClassifierModel):
     of run-directory format 1, which named the head ``classifier``, still load. With ``pretrained=True`` the ImageNet
     ``DEFAULT`` weights are loaded (a ``RuntimeError`` is raised if they cannot be
     obtained); the classifier is re-initialised when ``num_classes != 1000`` and,
-    for ``in_channels == 1``, the stem kernel is the sum of the RGB kernels.
+    for ``in_channels == 1``, the stem kernel is the sum of the RGB kernels. A path loads a local weights file
+    (torchvision's names, or format 1's ``classifier``; ``weights_only=True``; a file that does not fit raises a
+    one-line ``ConfigError``).
     With ``pretrained=False`` the network is never accessed.
     """
 
-    def __init__(self, arch: str, num_classes: int, in_channels: int = 3, pretrained: bool = False) -> None:
+    def __init__(self, arch: str, num_classes: int, in_channels: int = 3, pretrained: bool | str = False) -> None:
         super().__init__()
         ctor, weights_enum = _torchvision_resnet_spec(arch)
-        if pretrained:
+        if isinstance(pretrained, (str, os.PathLike)):
+            net = ctor(weights=None)
+            net.load_state_dict(_load_weights_file(arch, pretrained, net.state_dict()), strict=False)
+            pretrained = True
+        elif pretrained:
             weights = weights_enum.DEFAULT
             state = _load_pretrained_state_dict(arch, weights)
             net = ctor(weights=None)
@@ -97,7 +147,7 @@ def _rename_old_head(state_dict, prefix, *args) -> None:
 
 
 def _torchvision_resnet(
-    arch: str, num_classes: int, in_channels: int = 3, image_size: int = 224, pretrained: bool = False
+    arch: str, num_classes: int, in_channels: int = 3, image_size: int = 224, pretrained: bool | str = False
 ) -> TorchvisionResNet:
     """torchvision ResNet ``arch`` (ImageNet layout), optionally with ImageNet weights; D=2048."""
     return TorchvisionResNet(arch, num_classes, in_channels, pretrained)

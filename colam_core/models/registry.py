@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 from typing import Callable
 
 from .base import ClassifierModel
@@ -75,7 +76,7 @@ def build_model(
     num_classes: int,
     in_channels: int = 3,
     image_size: int = 32,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
 ) -> ClassifierModel:
     """Build a registered classifier.
 
@@ -85,12 +86,14 @@ def build_model(
         in_channels: 1 (grayscale) or 3 (RGB).
         image_size: spatial input size (>= 8). Only ``small_cnn`` uses it (to
             decide where to max-pool); all other models pool adaptively.
-        pretrained: load ImageNet weights (only models registered with
-            ``pretrained=True``: ``available_models(pretrained=True)``).
+        pretrained: ``True`` loads torchvision's ImageNet weights, a path loads a local weights file
+            (``torch.load(weights_only=True)``, shape-checked); the classifier is replaced for
+            ``num_classes``. Only models registered with ``pretrained=True``
+            (``available_models(pretrained=True)``).
 
     Raises:
-        ValueError: unknown name or invalid argument, or ``pretrained=True``
-            for a model without pretrained weights.
+        ValueError: unknown name or invalid argument, or ``pretrained`` for a model without pretrained
+            weights; a weights file that does not fit the model (a ``ConfigError``, one line).
         RuntimeError: ``pretrained=True`` and the weights cannot be obtained.
     """
     if not isinstance(name, str) or name not in MODELS:
@@ -104,7 +107,8 @@ def build_model(
     num_classes, in_channels, image_size = (operator.index(v) for v in (num_classes, in_channels, image_size))
     builder = MODELS[name]
     if name in _HAS_PRETRAINED:
-        return builder(num_classes, in_channels, image_size, pretrained=bool(pretrained))
+        return builder(num_classes, in_channels, image_size,
+                       pretrained=pretrained if isinstance(pretrained, (str, os.PathLike)) else bool(pretrained))
     if pretrained:
         raise ValueError(
             f"no pretrained weights are available for {name!r}; pretrained=True is only "

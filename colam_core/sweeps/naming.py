@@ -18,8 +18,9 @@ from ..runs import FINGERPRINT_EXCLUDED
 #: Parameters every results row carries (``stages`` resolved to the method's default,
 #: ``interval`` = epochs per stage ``t``), whatever the sweep varies.
 CORE_PARAMS = ("dataset", "model", "method", "label", "seed", "epochs", "stages", "interval", "T", "peer_samples")
-#: Metrics copied from each run's ``summary.json`` (NaN while the run is not finished).
-METRICS = ("test_acc", "test_ece", "best_test_acc", "train_seconds")
+#: Metrics copied from each run's ``summary.json`` (NaN while the run is not finished); calibration both ways:
+#: ``test_ece`` of softmax(z / T) at the method's output temperature, ``test_ece_T1`` of softmax(z).
+METRICS = ("test_acc", "test_ece", "test_ece_T1", "best_test_acc", "train_seconds")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 _NAME_MAX = 128

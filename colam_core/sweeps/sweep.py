@@ -322,7 +322,8 @@ class Sweep:
         interval (epochs per stage t), T, peer_samples); any other option that
         differs between the runs; the tags the builders put in
         ``cfg.extra["sweep"]``; METRICS from ``summary.json`` (test_acc,
-        test_ece, best_test_acc, train_seconds; NaN until finished);
+        test_ece of softmax(z / T), test_ece_T1 of softmax(z), best_test_acc,
+        train_seconds; NaN until finished);
         ``own_mass_stage_K``: mean over classes of the own-class mass of the
         soft labels learned at the end of stage K (NaN where there are none);
         ``epochs_done``, ``state``, ``finished``, ``error`` (the message of a

@@ -1,4 +1,4 @@
-"""One evaluation pass (torchvision's `evaluate`): loss, accuracy and, when asked, the probabilities ECE needs."""
+"""One evaluation pass (torchvision's `evaluate`): loss, accuracy and, when asked, the logits ECE needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +12,15 @@ import torch.nn.functional as F
 class Evaluation:
     loss: float
     acc: float
-    probs: np.ndarray | None = None    # N x C softmax(z / T), in the split's order (with_probs only)
+    logits: np.ndarray | None = None   # N x C float32 logits z, in the split's order (with_probs only)
     labels: np.ndarray | None = None
+    T: float = 1.0                     # the method's output temperature
+
+    def probs(self, T: float | None = None) -> np.ndarray:
+        """softmax(z / T): at the method's output temperature by default, or at the T given (1: softmax(z))."""
+        z = self.logits.astype(np.float64) / (self.T if T is None else T)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
 
 
 @torch.no_grad()
@@ -29,24 +36,24 @@ def evaluate(model, infer, data, split: str, *, batch_size: int, T: float, strat
     dev = strategy.device
     loss = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.float64, device=dev)
-    n, probs, labels = 0, [], []
+    n, logits, labels = 0, [], []
     for x, y, _ in data.eval_batches(split, batch_size):
         z = infer(x)
         loss += F.cross_entropy(z / T, y, reduction="sum").double()
         correct += (z.argmax(1) == y).sum()
         n += len(y)
         if with_probs:
-            probs.append(F.softmax(z / T, 1))
+            logits.append(z)
             labels.append(y)
     model.train(was_training)
     t = torch.stack([loss, correct, torch.tensor(float(n), dtype=torch.float64, device=dev)])
     strategy.reduce(t)
-    out = Evaluation(float(t[0]) / max(int(t[2]), 1), float(t[1]) / max(int(t[2]), 1))
+    out = Evaluation(float(t[0]) / max(int(t[2]), 1), float(t[1]) / max(int(t[2]), 1), T=T)
     if with_probs:
         C = data.info.num_classes
-        p = torch.cat(probs) if probs else torch.zeros(0, C, device=dev)
+        z = torch.cat(logits) if logits else torch.zeros(0, C, device=dev)
         yy = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=dev)
-        out.probs = strategy.gather_cat(p.float()).cpu().numpy()
+        out.logits = strategy.gather_cat(z.float()).cpu().numpy()
         out.labels = strategy.gather_cat(yy.long()).cpu().numpy()
     return out
 

@@ -14,7 +14,8 @@ import torch
 
 from ..errors import RunError, TrainingError
 from ..metrics import erasures, soft_label_health
-from ..runs import RUN_FORMAT, stage_key
+from ..runs import RUN_FORMAT, stage_key, stage_number
+from .events import update_warning
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,6 +60,7 @@ class TrainState:
     update_seconds: list = field(default_factory=list)
     train_seconds: float = 0.0
     epoch_seconds: float = 0.0
+    extra_forward_images: int = 0   # images forwarded without gradients to make targets (CS-KD, Label Refinery)
     running: Running = None
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ class TrainState:
         train_s = self.epoch_seconds
         train_loss, train_acc = self.running.means()
         imgs = self.running.n * forwards_per_sample
+        self.extra_forward_images += self.running.n * (forwards_per_sample - 1)
         row = {"epoch": self.epoch + 1, "stage": stage, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc, "seconds": train_s + update_seconds,
                "images_per_s": imgs / train_s if train_s > 0 else float("nan")}
@@ -98,7 +101,8 @@ class TrainState:
             "running": self.running.to_dict(), "history": self.history,
             "soft_labels": {k: torch.from_numpy(v) for k, v in self.soft_labels.items()},
             "update_seconds": self.update_seconds, "train_seconds": self.train_seconds,
-            "epoch_seconds": self.epoch_seconds, "fingerprint": fingerprint,
+            "epoch_seconds": self.epoch_seconds, "extra_forward_images": self.extra_forward_images,
+            "fingerprint": fingerprint,
         }
 
     def restore(self, st: dict, model, optimizer, scaler, method, where: str, model_name: str) -> None:
@@ -122,10 +126,16 @@ class TrainState:
         self.update_seconds = list(st["update_seconds"])
         self.train_seconds = st["train_seconds"]
         self.epoch_seconds = st.get("epoch_seconds", 0.0)
+        self.extra_forward_images = st.get("extra_forward_images", 0)
 
-    def summary(self, cfg, num_stages: int, total_epochs: int, device, test_ece: float) -> dict:
-        """summary.json: the final metrics and timings."""
+
+    def summary(self, cfg, num_stages: int, total_epochs: int, device, test_ece: float, test_ece_T1: float,
+                class_names=None) -> dict:
+        """summary.json: the final metrics and timings. Calibration both ways: `test_ece` of softmax(z / T) at the
+        method's output temperature (COLAM's T, 1 for the others), `test_ece_T1` of softmax(z)."""
         hist, last = self.history, (self.history[-1] if self.history else {})
+        warnings = (update_warning(stage_number(k), v, [], class_names, cfg.warn_own_mass)
+                    for k, v in self.soft_labels.items())
         ips = [r["images_per_s"] for r in hist if np.isfinite(r["images_per_s"])]
         return {
             "format": RUN_FORMAT, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
@@ -138,7 +148,9 @@ class TrainState:
             "soft_label_own_mass": {k: float(np.mean(np.diag(v))) for k, v in self.soft_labels.items()},
             "soft_label_health": soft_label_health(self.soft_labels),
             "soft_label_erasures": {k: erasures(v) for k, v in self.soft_labels.items()},
-            "device": str(device), "test_ece": float(test_ece),
+            "soft_label_warnings": [w.message for w in warnings if w is not None],
+            "device": str(device), "test_ece": float(test_ece), "test_ece_T1": float(test_ece_T1),
+            "extra_forward_images": self.extra_forward_images,
         }
 
 

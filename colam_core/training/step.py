@@ -70,9 +70,11 @@ class TrainStep:
         """Train on one batch; returns (loss, logits used for accuracy, their labels), all still on the device."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        ctx.x = x  # the method's forward and loss see the batch (Label Refinery: its teacher's input)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            logits = self.forward(x)
+            logits = self.method.forward(self.forward, x, ctx)
         loss, z, yy = self.method.loss(logits, y, idx, ctx)
+        ctx.x = None
         # the first non-finite batch, kept on the device: no host sync (on CUDA each one stalls the stream)
         self._bad = torch.where(torch.isfinite(loss.detach()) | (self._bad >= 0), self._bad, ctx.batch)
         self.optimizer.zero_grad(set_to_none=True)

@@ -56,8 +56,12 @@ class SingleDevice:
 
     def wrap(self, model, compile_: bool):
         """(forward used for training, forward used for eval passes)."""
-        fwd = torch.compile(model) if compile_ else model
+        fwd = self.eval_forward(model, compile_)
         return fwd, fwd
+
+    def eval_forward(self, model, compile_: bool):
+        """The forward of eval passes (and of a frozen teacher): the model itself, compiled if asked."""
+        return torch.compile(model) if compile_ else model
 
     # collectives
     def scale_loss(self, loss, batch: int, n_local: int, num_train: int, batch_size: int):
@@ -124,7 +128,7 @@ class DataParallel(SingleDevice):
     def wrap(self, model, compile_: bool):
         from torch.nn.parallel import DistributedDataParallel
         ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return (torch.compile(ddp) if compile_ else ddp), (torch.compile(model) if compile_ else model)
+        return (torch.compile(ddp) if compile_ else ddp), self.eval_forward(model, compile_)
 
     def scale_loss(self, loss, batch: int, n_local: int, num_train: int, batch_size: int):
         n_global = _dist.global_batch_size(num_train, batch_size, batch)

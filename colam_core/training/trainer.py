@@ -29,7 +29,7 @@ from ..runs import FAULT, dataset_kwargs, fault_point
 from ..tracking import make_trackers
 from .auto import resolve_system, set_deterministic
 from .evaluation import evaluate
-from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, erasure_warning
+from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, update_warning
 from .recorder import Recorder, describe_run
 from .state import TrainState
 from .step import TrainStep, lr_factor, make_optimizer, train_one_epoch
@@ -92,17 +92,34 @@ class Trainer(EventSource):
         self.recorder.start(self.resolved, self.state, repair=existing is not None,
                             stage_checkpoint=ckpt if resume == "stage" else None, done=self.done)
 
-    def _build_model(self, generation: int) -> None:
-        """A fresh model (Label Refinery: one per generation, seeded apart), its optimiser and its step."""
+    def _new_model(self, generation: int, pretrained=None) -> torch.nn.Module:
+        """A fresh model of `generation` (seeded apart), on the device, in the run's layout; `pretrained`
+        defaults to the configuration's (a teacher about to be loaded from a checkpoint passes False)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed + 100_003 * (generation - 1))
-        model = build_model(cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size)
+        model = build_model(cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size,
+                            pretrained=cfg.pretrained if pretrained is None else pretrained)
         model = model.to(self.device)
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
-        forward, self._eval_forward = self.strategy.wrap(self.model, self.compile)  # eval: never the DDP wrapper
-        self.optimizer = make_optimizer(cfg, self.model)
-        self.step = TrainStep(cfg, forward, self.optimizer, self.method, self.strategy, amp=self.amp,
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def _build_model(self, generation: int) -> None:
+        """A fresh model (Label Refinery: one per generation), its optimiser and its step."""
+        self.model = self._new_model(generation)
+        forward, self._eval_forward = self.strategy.wrap(self.model, self.compile)  # eval: never DDP's wrapper
+        self.optimizer = make_optimizer(self.cfg, self.model)
+        self.step = TrainStep(self.cfg, forward, self.optimizer, self.method, self.strategy, amp=self.amp,
                               channels_last=self.channels_last, num_train=self.info.num_train)
+
+    def _next_generation(self, generation: int) -> None:
+        """Label Refinery: the model that just finished becomes the frozen teacher (if the method uses one), and a
+        fresh model of `generation` trains."""
+        if self.method.uses_teacher:
+            self._attach_teacher(self.model, self._eval_forward)
+        self._build_model(generation)
+
+    def _attach_teacher(self, model, forward) -> None:
+        model.eval().requires_grad_(False)  # frozen: eval mode for good, no gradients
+        self.method.set_teacher(model, lambda x: self._infer_with(forward, x))
 
     # ---------------------------------------------------------------- state
     def _checkpoint(self) -> dict:
@@ -112,7 +129,10 @@ class Trainer(EventSource):
 
     def _load(self, ckpt: dict) -> None:
         gen = self._stage_of(ckpt["epoch"] + 1) if self.method.restart_after_stage else 1
-        if gen != 1:  # Label Refinery resumed in generation 2: that generation's fresh model first
+        if gen != 1:  # Label Refinery resumed in generation 2: its teacher (weights from the checkpoint), its model
+            if self.method.uses_teacher:
+                teacher = self._new_model(gen - 1, pretrained=False)
+                self._attach_teacher(teacher, self.strategy.eval_forward(teacher, self.cfg.compile))
             self._build_model(generation=gen)
         self.state.restore(ckpt, self.model, self.optimizer, self.step.scaler, self.method,
                            where=f"checkpoint {self.recorder.last_path}", model_name=self.cfg.model)
@@ -180,10 +200,13 @@ class Trainer(EventSource):
 
     def infer(self, x):
         """Logits (float32) of the current model for a batch, in the run's layout and precision."""
+        return self._infer_with(self._eval_forward, x)
+
+    def _infer_with(self, forward, x):
         with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self._eval_forward(x).float()
+            return forward(x).float()
 
     def _stage_infer(self, x):
         out = self.infer(x)
@@ -226,10 +249,10 @@ class Trainer(EventSource):
         test_loss, test_acc = self.evaluate("test")
         soft, upd_s = self._update_labels(ctx) if last_of_stage else (None, 0.0)
         row = state.end_epoch(stage, cfg.lr * lr_factor(cfg, (epoch - 1) % cfg.epochs), test_loss, test_acc, upd_s,
-                              forwards_per_sample=2 if self._sampler is not None else 1)  # CS-KD: sample + partner
+                              forwards_per_sample=self.method.forwards_per_sample(stage))
         stage_model = self.model.state_dict() if last_of_stage else None
         if last_of_stage and self.method.restart_after_stage and stage < self.num_stages:
-            self._build_model(generation=stage + 1)
+            self._next_generation(stage + 1)
         save_last = cfg.checkpoint_every_epoch or self.done
         ckpt = self._checkpoint() if save_last or last_of_stage else None
         self.recorder.epoch_end(state, ckpt, stage if last_of_stage else None, stage_model,
@@ -254,8 +277,8 @@ class Trainer(EventSource):
         upd_s = time.perf_counter() - t1
         if soft is not None:
             self.state.add_soft_labels(ctx.stage, soft, upd_s, kept=self.recorder.last_path)
-            warning = erasure_warning(ctx.stage, erasures(soft), getattr(self.method, "no_peer_classes", []),
-                                      self.info.class_names)
+            warning = update_warning(ctx.stage, soft, getattr(self.method, "no_peer_classes", []),
+                                     self.info.class_names, self.cfg.warn_own_mass)
             if warning is not None:
                 self._emit(warning)
         return soft, upd_s
@@ -265,7 +288,9 @@ class Trainer(EventSource):
             ev = evaluate(self.model, self.infer, self._eval_data, "test", batch_size=self.cfg.eval_batch_size,
                           T=self.method.output_temperature, strategy=self.strategy, with_probs=True)
             self.summary = self.state.summary(self.cfg, self.num_stages, self.total_epochs, self.device,
-                                              test_ece=expected_calibration_error(ev.probs, ev.labels))
+                                              test_ece=expected_calibration_error(ev.probs(), ev.labels),
+                                              test_ece_T1=expected_calibration_error(ev.probs(1.0), ev.labels),
+                                              class_names=self.info.class_names)
             self.recorder.summary(self.summary)
             self._emit(DoneEvent(self.summary))
         return self.summary
