@@ -3,7 +3,7 @@ import pytest
 
 from colam_core import Config, Trainer, load_run
 
-TINY = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05)
+TINY = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, amp="off")  # float32: tests recompute
 
 
 @pytest.fixture(scope="session")

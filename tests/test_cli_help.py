@@ -72,7 +72,7 @@ def test_choices_in_the_help_are_the_registries(capsys, monkeypatch):
     help_text = _train_help(capsys, monkeypatch)
     for name, allowed in CHOICES.items():
         assert "Allowed: " + ", ".join(allowed()) in help_text, name
-    assert "Allowed: hl, ls, cp, dl, colam, ols, cskd, lr, fixed." in help_text
+    assert "Allowed: hl, ls, cp, dl, colam, ols, cskd, lr, lr_static, fixed." in help_text
 
 
 @pytest.mark.parametrize("argv, expected", [

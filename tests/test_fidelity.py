@@ -11,7 +11,7 @@ from colam_core.methods import StepContext, build_method
 from colam_core.metrics import expected_calibration_error
 from colam_core.models import build_model
 
-QUICK = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, device="cpu")
+QUICK = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, device="cpu", amp="off")
 
 
 # ----------------------------------------------------------------------------- Label Refinery, per crop

@@ -79,7 +79,7 @@ def test_the_schema_in_the_docs_names_every_key(tiny_runs):
     doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     schema = doc[doc.index("## The run directory"):]
     run = tiny_runs["colam"]
-    documented = set(re.findall(r"`([a-z_0-9]+)`", schema))
+    documented = set(re.findall(r"`([A-Za-z_0-9]+)`", schema))
     for what, keys in (("config.json", run.resolved), ("summary.json", run.summary),
                        ("history.csv", run.history.columns)):
         missing = sorted(set(keys) - documented)
