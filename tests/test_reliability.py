@@ -419,6 +419,203 @@ def test_resume_rewrites_files_that_ran_ahead_of_the_checkpoint(tmp_path):
         assert len(run.history) == 1 and run.soft_label_keys() == []
 
 
+# ============================================================================= data loss (issue 15, cases 1-7)
+def _train(cfg, out, stages=None):
+    with Trainer(cfg, out=out) as t:
+        if stages is None:
+            t.run()
+        for _ in range(stages or 0):
+            t.run_stage()
+    return out
+
+
+def test_missing_last_pt_resumes_from_the_newest_stage_checkpoint(tmp_path, capsys):
+    """1. With checkpoint_every_epoch off, a kill after a stage end leaves stage_K.pt but no last.pt: resume goes on
+    from the end of stage K (saying so) instead of retraining from epoch 1 and deleting the results."""
+    cfg = Config(method="colam", stages=2, checkpoint_every_epoch=False, **QUICK)
+    full = _train(cfg, tmp_path / "full")
+    cut = _train(cfg, tmp_path / "cut", stages=1)  # as if killed after stage 1: its files, no last.pt
+    assert not (cut / "checkpoints" / "last.pt").exists() and len(load_run(cut).history) == 2
+    soft = load_run(cut).soft_labels(1)
+    with Trainer(cfg, out=cut) as t:
+        assert t.epoch == 2 and len(t.history) == 2
+        np.testing.assert_array_equal(load_run(cut).soft_labels(1), soft)
+        assert len(load_run(cut).history) == 2
+        t.run()
+    note = capsys.readouterr().err
+    assert "last.pt is missing; resuming from the end of stage 1" in note and "stage_1.pt" in note
+    assert_same_training(full, cut)
+
+
+def test_finished_run_without_last_pt_is_never_retrained(tmp_path, capsys, finished_run):
+    """1. A finished run whose last.pt was removed: `--resume` restores it from the final stage checkpoint and
+    trains nothing (it used to retrain and rewrite every file)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "checkpoints" / "last.pt").unlink()
+    epochs = []
+    with Trainer(Config(method="colam", stages=2, **QUICK), out=run) as t:
+        t.subscribe(lambda ev: epochs.append(ev) if ev.kind == "epoch" else None)
+        assert t.done and t.epoch == 4
+        t.run()
+    assert epochs == [] and "resuming from the end of stage 2" in capsys.readouterr().err
+    assert_same_training(finished_run, run)  # last.pt is back; nothing was retrained or lost
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_missing_checkpoints_refuse_with_the_command_to_use(tmp_path, capsys, finished_run):
+    """1. Without last.pt and without a stage checkpoint to resume from, resume refuses (nothing changed) and
+    names the command that trains the run again; that command works (and --force keeps a copy)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    for p in (run / "checkpoints").iterdir():
+        p.unlink()
+    before = files(run)
+    assert main(["train", "--resume", str(run)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "last.pt is missing and no stage checkpoint" in line and "it is finished" in line
+    assert f"--resume {run} --from-stage 0 --force" in line and files(run) == before
+    assert main(["train", "--resume", str(run), "--from-stage", "0", "--force", "--quiet"]) == 0
+    kept = [p for p in run.iterdir() if p.name.startswith("replaced_")]
+    assert len(kept) == 1 and (kept[0] / "summary.json").read_bytes() == before["summary.json"]
+    assert_same_training(finished_run, run)
+
+
+@pytest.mark.parametrize("case", ["plain-folder", "symlinked-checkpoints", "fails-at-data-load"])
+def test_out_into_a_folder_that_is_not_a_run_changes_nothing(tmp_path, capsys, case):
+    """2. --out into a folder of the user's own files is refused before anything is written (it used to overwrite
+    same-named files and delete hidden *.tmp files, also when training then failed, and through a symlinked
+    checkpoints/); a folder that held nothing is left as it was when training fails to start."""
+    d = tmp_path / "d"
+    d.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.pt").write_bytes(b"mine")
+    extra = []
+    if case == "plain-folder":
+        (d / "checkpoints").mkdir()
+        (d / "history.csv").write_text("mine\n")
+        (d / ".draft.tmp").write_text("x")
+    elif case == "symlinked-checkpoints":
+        (d / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    else:
+        extra = ["--train-limit", "3"]  # fails while loading the data
+    before = {p.name: p.read_bytes() if p.is_file() else None for p in d.iterdir()}
+    code = main(["train", *CLI_QUICK, "--epochs", "2", "--stages", "2", "--out", str(d), *extra])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and ("train_limit=3" in line if extra else "training did not write" in line), line
+    assert {p.name: p.read_bytes() if p.is_file() else None for p in d.iterdir()} == before
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.pt"]
+
+
+def test_symlinked_checkpoints_of_a_run_are_refused(tmp_path, capsys, finished_run):
+    """2, 3. A run whose checkpoints/ is a link: resume refuses to write through it."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "summary.json").unlink()
+    target = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(target)
+    (run / "checkpoints").symlink_to(target, target_is_directory=True)
+    before = files(target)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "checkpoints is a symbolic link" in one_line_error(capsys.readouterr().err)
+    assert files(target) == before
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_lock_file_is_never_opened_through_a_link(tmp_path, capsys, finished_run, link):
+    """3. A .lock that links to another file (another user's, on a shared runs folder) is refused; the file it
+    points to is left alone (it used to be truncated and overwritten with the pid)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone else's notes\n")
+    (run / ".lock").unlink(missing_ok=True)
+    (os.symlink if link == "symlink" else os.link)(victim, run / ".lock")
+    assert main(["train", "--resume", str(run)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert ".lock" in line and ("symbolic link" if link == "symlink" else "hard link") in line
+    assert victim.read_text() == "someone else's notes\n"
+
+
+def test_a_closed_trainer_refuses_to_train(tmp_path):
+    """4. After close() the trainer holds no lock: it refuses to train (it used to train and write beside the
+    process that took the lock, pushing a finished run back)."""
+    cfg = Config(method="colam", stages=2, **QUICK)
+    out = tmp_path / "r"
+    t = Trainer(cfg, out=out)
+    t.run_stage()
+    t.close()
+    with Trainer(cfg, out=out) as other:  # the lock is free: another trainer finishes the run
+        other.run()
+    before = files(out)
+    for go in (t.run_stage, t.run):
+        with pytest.raises(RunError, match="was closed and no longer holds the lock"):
+            go()
+    assert files(out) == before and load_run(out).summary is not None
+
+
+def test_the_run_is_checked_under_the_lock(tmp_path, monkeypatch):
+    """5. A process that stalls between checking the folder and locking it (slow file system, Ctrl-Z) must not
+    overwrite the run another process finished meanwhile: the check happens under the lock."""
+    from colam_core import runs
+    other = _train(Config(method="hl", **dict(QUICK, epochs=2)), tmp_path / "other")
+    out = tmp_path / "r"
+    real_lock = runs.RunDir.lock
+
+    def stalled_lock(self):  # meanwhile another process trained a different configuration in the folder
+        import shutil
+        shutil.copytree(other, self.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+        return real_lock(self)
+    monkeypatch.setattr(runs.RunDir, "lock", stalled_lock)
+    with pytest.raises(RunError, match="already holds a different run"):
+        Trainer(Config(method="hl", **dict(QUICK, epochs=2, lr=0.1)), out=out)
+    monkeypatch.undo()
+    assert files(out) == files(other)
+
+
+def test_from_stage_on_a_finished_run_needs_force_and_keeps_a_copy(tmp_path, capsys, finished_run):
+    """6. --from-stage K on a healthy finished run used to rewrite last.pt, truncate the history and delete the
+    summary; it now needs --force, and then keeps a copy of every file it replaces."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    before = files(run)
+    assert main(["train", "--resume", str(run), "--from-stage", "1"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "would replace the results" in line and "it is finished" in line and "--force" in line
+    assert files(run) == before
+    assert main(["train", "--resume", str(run), "--from-stage", "1", "--force", "--quiet"]) == 0
+    assert "a copy of the files it replaces is kept in" in capsys.readouterr().err
+    kept = next(p for p in run.iterdir() if p.name.startswith("replaced_"))
+    assert files(kept) == {k: v for k, v in before.items() if k in (
+        "history.csv", "soft_labels.npz", "summary.json", "checkpoints/last.pt", "checkpoints/stage_2.pt")}
+    assert_same_training(finished_run, run)  # training is deterministic: the rerun reaches the same result
+    with pytest.raises(ConfigError, match="--from-stage K"):
+        _config_from_cli(["train", "--resume", str(run), "--force"])
+
+
+def _config_from_cli(argv):
+    from colam_core.cli import _config_from_args, build_parser
+    return _config_from_args(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("case", ["loop", "outside", "twice"])
+def test_imagefolder_refuses_symlink_loops_and_files_outside_the_split(tmp_path, capsys, case):
+    """7. `train/cat/loop -> ..` turned 8 images into many and labelled dog images as cat, silently."""
+    root = tmp_path / "data"
+    write_folder(root)
+    cat = root / "train" / "cat"
+    if case == "loop":
+        (cat / "loop").symlink_to("..", target_is_directory=True)
+    elif case == "outside":
+        (tmp_path / "stray.png").write_bytes((root / "val" / "dog" / "img0.png").read_bytes())
+        (cat / "stray.png").symlink_to(tmp_path / "stray.png")
+    else:
+        (cat / "dogs").symlink_to(root / "train" / "dog", target_is_directory=True)
+    code = main(["train", "--dataset", "imagefolder", "--data-root", str(root), "--image-size", "32", "--epochs", "1",
+                 "--stages", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and {"loop": "a folder above it (a loop", "outside": "outside",
+                          "twice": "are the same image file"}[case] in line, line
+    assert not (tmp_path / "r").exists()
+
+
 # ============================================================================= bad input
 BAD_CLI = [
     pytest.param(["--lr", "0"], "--lr 0.0", id="lr-zero"),
