@@ -78,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_from_args(args) -> tuple[Config, Path | None]:
     values: dict = {}
-    out = check_out(args.out, args.resume)
     if args.from_stage is not None and not args.resume:
         raise ConfigError("from_stage", args.from_stage, "only together with --resume RUN_DIR")
     if args.from_stage is not None and args.from_stage < 0:
         raise ConfigError("from_stage", args.from_stage, "a stage number K >= 0 (0: the start)")
     if args.force and args.from_stage is None:
         raise ConfigError("force", True, "only together with --resume RUN_DIR --from-stage K")
+    out = check_out(args.out, args.resume)
     if args.resume:
         cfg_path = Path(args.resume) / CONFIG_FILE
         if not cfg_path.is_file():

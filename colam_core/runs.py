@@ -94,6 +94,16 @@ def _file_stage(p: Path) -> int:
     return int(tail) if p.stem.startswith("stage_") and tail.isdigit() else -1
 
 
+def regular_file(p: Path) -> bool:
+    """Whether `p` exists (a link is followed: reading through one is harmless); a FIFO, a device or a folder
+    there is a RunError, since reading it would hang or never end."""
+    if not os.path.lexists(p):
+        return False
+    if not Path(p).is_file():
+        raise RunError(f"{p} is not a regular file; the run directory is damaged (remove or restore it)")
+    return True
+
+
 def stage_numbers(ckpt_dir) -> list[int]:
     """K of every checkpoints/stage_K.pt, in order."""
     return sorted(k for k in map(_file_stage, Path(ckpt_dir).glob("stage_*.pt")) if k >= 0)
@@ -514,10 +524,10 @@ _MAX_JSON = 64 << 20  # no config.json or summary.json training writes comes nea
 def load_json(p, limit: int = _MAX_JSON):
     """JSON from a regular file of at most `limit` bytes; anything else (a device such as /dev/zero, a huge or
     deeply nested file, bytes that are not UTF-8) is a ValueError or an OSError saying what it is."""
-    st = os.stat(p)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError("not a regular file")
-    with open(p, "rb") as f:
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (and is refused)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
@@ -580,6 +590,8 @@ def load_checkpoint(path, hint_dir=None, map_location="cpu") -> dict:
     """torch.load with weights_only=True (never runs code from the file); an unreadable or unsafe file gives a
     RunError naming the stage checkpoint to resume from instead."""
     path = Path(path)
+    if not regular_file(path):
+        raise RunError(f"checkpoint {path} does not exist")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols before refusing them
             warnings.simplefilter("ignore")
@@ -628,7 +640,7 @@ class Run:
         """history.csv (empty with its columns when training has not finished an epoch); a file that is not the
         table training writes is a RunError naming it."""
         p = self.path / HISTORY_FILE
-        if not p.exists():
+        if not regular_file(p):
             return pd.DataFrame(columns=HISTORY_COLUMNS)
         try:
             df = pd.read_csv(p, encoding="utf-8", encoding_errors="strict")
@@ -644,7 +656,7 @@ class Run:
     @property
     def summary(self) -> dict | None:
         p = self.path / SUMMARY_FILE
-        return read_json(p, SUMMARY_FILE) if p.exists() else None
+        return read_json(p, SUMMARY_FILE) if os.path.lexists(p) else None
 
     @property
     def finished(self) -> bool:
@@ -679,8 +691,8 @@ class Run:
 
     def all_soft_labels(self) -> dict[str, np.ndarray]:
         """Every soft-label matrix, read without pickle: an object array or a damaged file is refused."""
-        p = self.path / "soft_labels.npz"
-        if not p.exists():
+        p = self.path / SOFT_LABELS_FILE
+        if not regular_file(p):
             return {}
         try:
             with np.load(p, allow_pickle=False) as z:

@@ -299,6 +299,54 @@ def test_huge_learning_rate_stops_the_cli_with_one_line(tmp_path, capsys):
     assert load_run(out).summary is None
 
 
+def test_nonfinite_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+    """The message used to promise 'the last good checkpoint last.pt is kept' when there was none."""
+    with Trainer(Config(method="hl", **dict(QUICK, epochs=2)), out=tmp_path / "r") as t:
+        orig = t.method.loss
+        t.method.loss = lambda logits, y, idx, ctx: (lambda v, z, yy: (v * float("nan"), z, yy))(
+            *orig(logits, y, idx, ctx))
+        with pytest.raises(TrainingError) as e:
+            t.run()
+    assert "no checkpoint had been written yet" in str(e.value) and "is kept" not in str(e.value)
+    assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+
+
+@NEEDS_PROC
+def test_disk_full_at_start_in_an_existing_empty_folder_leaves_it_empty(tmp_path, monkeypatch, capsys):
+    """A full disk at start named no file and left a .lock and an empty checkpoints/ in the user's folder."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    code = main(["train", *CLI_QUICK, "--method", "hl", "--epochs", "1", "--stages", "1", "--out", str(out)])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 1 and "config.json: No space left" in line and "nothing was trained" in line
+    assert list(out.iterdir()) == []
+
+
+def test_an_invalid_fault_hook_spoils_only_training(tmp_path):
+    """COLAM_FAULT=bogus used to be a traceback at import, even for `list`."""
+    env = dict(os.environ, COLAM_FAULT="bogus")
+    assert cli("list", env=env).returncode == 0
+    res = cli("train", *CLI_QUICK, "--epochs", "1", "--stages", "1", "--out", tmp_path / "r", env=env)
+    line = one_line_error(res.stderr)
+    assert res.returncode == 2 and "COLAM_FAULT='bogus' is invalid; allowed: POINT or POINT:N" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first seconds (importing torch) used to print a traceback."""
+    import colam_core.__main__ as entry
+
+    class Interrupted:
+        def find_spec(self, name, path=None, target=None):
+            if name == "colam_core.cli":
+                raise KeyboardInterrupt
+    monkeypatch.delitem(sys.modules, "colam_core.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert entry.run() == 130
+    assert one_line_error(capsys.readouterr().err) == "error: interrupted while starting; nothing was written"
+
+
 def test_second_process_is_refused_by_the_lock_and_ctrl_c_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "r"
     args = ["train", *CLI_QUICK, "--method", "hl", "--epochs", "200", "--stages", "1", "--out", str(out)]
@@ -640,6 +688,38 @@ BAD_CLI = [
     pytest.param(["--gamma", "0"], "--gamma 0.0", id="gamma-zero"),
     pytest.param(["--average", "median"], "--average 'median'", id="average-unknown"),
     pytest.param(["--update", "later"], "--update 'later'", id="update-unknown"),
+    pytest.param(["--T", "1_5"], "--T '1_5'", id="T-underscore"),
+    pytest.param(["--T", "١.٥"], "--T '١.٥'", id="T-arabic-indic"),
+    pytest.param(["--T", ""], "--T ''", id="T-empty"),
+    pytest.param(["--epochs", "١٢"], "--epochs '١٢'", id="epochs-arabic-indic"),
+    pytest.param(["--epochs", "1e1"], "--epochs '1e1'", id="epochs-exponent"),
+    pytest.param(["--weight-decay", "1e308"], "--weight-decay 1e+308", id="weight-decay-huge"),
+    pytest.param(["--weight-decay", "-0.1"], "--weight-decay -0.1", id="weight-decay-negative"),
+    pytest.param(["--seed", "18446744073709551616"], "--seed 18446744073709551616", id="seed-2-64"),
+    pytest.param(["--image-size", "20000"], "--image-size 20000", id="image-size-huge"),
+    pytest.param(["--image-size", "4"], "--image-size 4", id="image-size-tiny"),
+    pytest.param(["--num-workers", "100000"], "--num-workers 100000", id="num-workers-huge"),
+    pytest.param(["--amp", "fp16", "--device", "cpu"], "--amp 'fp16'", id="amp-fp16-on-cpu"),
+    pytest.param(["--amp", "fp8"], "--amp 'fp8'", id="amp-unknown"),
+    pytest.param(["--out", ""], "--out ''", id="out-empty"),
+    pytest.param(["--resume", "/nonexistent/run", "--out", "/elsewhere"], "--out '/elsewhere'", id="resume-out-elsewhere"),
+    pytest.param(["--force"], "--force True", id="force-without-from-stage"),
+    pytest.param(["--resume", "/nonexistent/run", "--from-stage", "-1"], "--from-stage -1", id="from-stage-negative"),
+    pytest.param(["--stages", "0"], "--stages 0", id="stages-zero"),
+    pytest.param(["--peer-filter", "best"], "--peer-filter 'best'", id="peer-filter-unknown"),
+    pytest.param(["--own-floor", "1"], "--own-floor 1.0", id="own-floor-one"),
+    pytest.param(["--method", "ls", "--peer-filter", "correct"], "--peer-filter 'correct'", id="peer-filter-not-colam"),
+    pytest.param(["--ls-eps", "1.5"], "--ls-eps 1.5", id="ls-eps-too-big"),
+    pytest.param(["--dl-alpha", "-1"], "--dl-alpha -1.0", id="dl-alpha-negative"),
+    pytest.param(["--cskd-T", "0"], "--cskd-T 0.0", id="cskd-T-zero"),
+    pytest.param(["--method", "cskd", "--batch-size", "1"], "--batch-size 1", id="cskd-batch-one"),
+    pytest.param(["--schedule", "step"], "--schedule 'step'", id="schedule-unknown"),
+    pytest.param(["--augment", "mixup"], "--augment 'mixup'", id="augment-unknown"),
+    pytest.param(["--optimizer", "adam"], "--optimizer 'adam'", id="optimizer-unknown"),
+    pytest.param(["--stage1-T", "-1"], "--stage1-T -1.0", id="stage1-T-negative"),
+    pytest.param(["--channels-last", "sometimes"], "--channels-last 'sometimes'", id="channels-last-text"),
+    pytest.param(["--test-limit", "0"], "--test-limit 0", id="test-limit-zero"),
+    pytest.param(["--device", "tpu"], "--device 'tpu'", id="device-unknown"),
 ]
 
 
@@ -650,6 +730,34 @@ def test_bad_cli_value(tmp_path, capsys, args, needle):
     line = one_line_error(capsys.readouterr().err)
     assert code == 2 and needle in line and "allowed" in line
     assert not out.exists()  # refused before anything was written
+
+
+SOFT_LABEL_MATRICES = {
+    "negative": (np.array([[1.5, -0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "row 0 has min -0.5"),
+    "all-zero-row": (np.diag([1.0, 1.0, 1.0, 0.0]), "row 3 has min 0 and sum 0"),
+    "unnormalised": (np.eye(4) * 3, "row 0 has min 0 and sum 3"),
+    "complex": (np.eye(4, dtype=complex), "got a complex128 array"),
+    "bool": (np.eye(4, dtype=bool), "got a bool array"),
+    "string": (np.array([["a"] * 4] * 4), "got a <U1 array"),
+    "nan": (np.full((4, 4), np.nan), "row 0 has min nan"),
+    "not-square": (np.full((4, 3), 1 / 3), "got shape (4, 3)"),
+    "one-class": (np.ones((1, 1)), "got shape (1, 1)"),
+    "wrong-class-count": (np.eye(3), "a 4 x 4 matrix for this dataset"),
+}
+
+
+@pytest.mark.parametrize("case", list(SOFT_LABEL_MATRICES))
+def test_bad_fixed_targets_matrix(tmp_path, capsys, case):
+    """Soft labels a user hands to --method fixed must be probabilities: negative rows used to train to accuracy 0,
+    a string matrix was a traceback."""
+    m, needle = SOFT_LABEL_MATRICES[case]
+    f = tmp_path / "labels.npy"
+    np.save(f, m)
+    code = main(["train", *CLI_QUICK, "--method", "fixed", "--fixed-targets", str(f), "--epochs", "1", "--stages",
+                 "1", "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and "--fixed-targets" in line and needle in line, line
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("content", [
@@ -669,6 +777,29 @@ def test_bad_config_file(tmp_path, capsys, content):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("case", ["dev-zero", "fifo", "too-big", "nested", "not-utf8", "directory"])
+def test_config_file_that_is_not_a_small_json_file(tmp_path, capsys, case):
+    """--config /dev/zero used to eat memory until MemoryError; a FIFO would hang; a deeply nested file raised
+    RecursionError. Only a regular file of at most 1 MiB is read."""
+    f = tmp_path / "opts.json"
+    if case == "dev-zero":
+        f = Path("/dev/zero")
+    elif case == "fifo":
+        os.mkfifo(f)
+    elif case == "too-big":
+        f.write_text('{"T": 1.5, "extra": {"pad": "' + "x" * (2 << 20) + '"}}')
+    elif case == "nested":
+        f.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "not-utf8":
+        f.write_bytes(b'{"T": "\xff\xfe"}')
+    else:
+        f.mkdir()
+    code = main(["train", "--config", str(f), "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and "--config" in line and "allowed: a readable JSON file of options" in line, line
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "done"
@@ -683,10 +814,20 @@ def _copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case", ["resume-with-options", "out-is-a-file", "corrupt-config-json", "from-stage-missing",
-                                  "show-unknown-directory", "show-corrupt-soft-labels", "config-json-not-training"])
+RUN_DIR_CASES = ["resume-with-options", "out-is-a-file", "corrupt-config-json", "from-stage-missing",
+                 "show-unknown-directory", "show-corrupt-soft-labels", "config-json-not-training",
+                 "resume-with-config", "show-history-binary", "show-history-empty", "show-history-ragged",
+                 "show-history-not-numeric", "show-history-fifo", "show-summary-not-json", "show-summary-a-list",
+                 "show-config-lacks-method", "show-config-lacks-num-stages", "show-soft-labels-nan",
+                 "show-soft-labels-bool", "show-soft-labels-wrong-shape", "resume-summary-is-a-link",
+                 "resume-config-is-a-link", "from-stage-zero-of-a-finished-run", "resume-last-pt-is-a-fifo"]
+
+
+@pytest.mark.parametrize("case", RUN_DIR_CASES)
 def test_bad_run_directory(tmp_path, capsys, finished_run, case):
     run = _copy_run(finished_run, tmp_path / "run")
+    opts = tmp_path / "opts.json"
+    opts.write_text('{"T": 3}')
     argv, needle = {
         "resume-with-options": (["train", "--resume", str(run), "--epochs", "8"], "do not pass options (--epochs)"),
         "out-is-a-file": (["train", "--dataset", "synthetic", "--epochs", "1", "--stages", "1",
@@ -697,6 +838,24 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
         "show-unknown-directory": (["show", str(tmp_path / "nope")], "is not a run directory"),
         "show-corrupt-soft-labels": (["show", str(run)], "soft_labels.npz"),
         "config-json-not-training": (["train", "--resume", str(run)], "was not written by training"),
+        "resume-with-config": (["train", "--resume", str(run), "--config", str(opts)], "do not pass options (--config)"),
+        "show-history-binary": (["show", str(run)], "history.csv"),
+        "show-history-empty": (["show", str(run)], "history.csv: EmptyDataError"),
+        "show-history-ragged": (["show", str(run)], "history.csv: ParserError"),
+        "show-history-not-numeric": (["show", str(run)], "has no numeric column 'epoch'"),
+        "show-history-fifo": (["show", str(run)], "history.csv is not a regular file"),
+        "show-summary-not-json": (["show", str(run)], "summary.json of this run directory is damaged"),
+        "show-summary-a-list": (["show", str(run)], "summary.json holds a list"),
+        "show-config-lacks-method": (["show", str(run)], "lacks config.method"),
+        "show-config-lacks-num-stages": (["show", str(run)], "lacks num_stages"),
+        "show-soft-labels-nan": (["show", str(run)], "with values that are not finite"),
+        "show-soft-labels-bool": (["show", str(run)], "stage_1 is a bool array"),
+        "show-soft-labels-wrong-shape": (["show", str(run)], "expected a finite numeric 4 x 4 matrix"),
+        "resume-summary-is-a-link": (["train", "--resume", str(run)], "summary.json is a symbolic link"),
+        "resume-config-is-a-link": (["train", "--resume", str(run)], "config.json is a symbolic link"),
+        "from-stage-zero-of-a-finished-run": (["train", "--resume", str(run), "--from-stage", "0"],
+                                              "would replace the results"),
+        "resume-last-pt-is-a-fifo": (["train", "--resume", str(run)], "last.pt is not a file"),
     }[case]
     if case == "corrupt-config-json":
         (run / "config.json").write_text('{"config": {"method": ')
@@ -704,6 +863,7 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
         (run / "soft_labels.npz").write_bytes(b"PK\x03\x04 broken zip")
     if case == "config-json-not-training":
         (run / "config.json").write_text('{"hello": 1}')
+    _damage_run(run, case, tmp_path)
     before = files(run)
     code = main(argv)
     line = one_line_error(capsys.readouterr().err)
@@ -711,7 +871,57 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
     assert files(run) == before
 
 
-@pytest.mark.parametrize("where", ["resume", "load_run"])
+def _damage_run(run: Path, case: str, tmp_path: Path) -> None:
+    """Damage a copied run directory the way `case` names (test_bad_run_directory)."""
+    import json
+    hist, summary, cfg, soft = (run / n for n in ("history.csv", "summary.json", "config.json", "soft_labels.npz"))
+    resolved = json.loads(cfg.read_text()) if case.startswith("show-config") else None
+    if case == "show-history-binary":
+        hist.write_bytes(bytes(range(256)) * 4)
+    elif case == "show-history-empty":
+        hist.write_bytes(b"")
+    elif case == "show-history-ragged":
+        hist.write_text("epoch,stage\n1,1\n2,1,7,8\n")
+    elif case == "show-history-not-numeric":
+        hist.write_text("epoch,stage,test_acc\none,1,0.5\n")
+    elif case == "show-history-fifo":
+        hist.unlink()
+        os.mkfifo(hist)
+    elif case == "show-summary-not-json":
+        summary.write_text("{not json")
+    elif case == "show-summary-a-list":
+        summary.write_text("[1, 2]")
+    elif case == "show-config-lacks-method":
+        del resolved["config"]["method"]
+        cfg.write_text(json.dumps(resolved))
+    elif case == "show-config-lacks-num-stages":
+        del resolved["num_stages"]
+        cfg.write_text(json.dumps(resolved))
+    elif case.startswith("show-soft-labels-"):
+        m = {"nan": np.full((4, 4), np.nan), "bool": np.eye(4, dtype=bool), "wrong-shape": np.eye(3)}[case[17:]]
+        np.savez(soft, stage_1=m)
+    elif case in ("resume-summary-is-a-link", "resume-config-is-a-link"):
+        p = summary if "summary" in case else cfg
+        p.rename(tmp_path / p.name)
+        p.symlink_to(tmp_path / p.name)
+    elif case == "resume-last-pt-is-a-fifo":
+        summary.unlink()
+        (run / "checkpoints" / "last.pt").unlink()
+        os.mkfifo(run / "checkpoints" / "last.pt")
+
+
+def test_show_reads_a_config_json_with_keys_it_does_not_know(tmp_path, capsys, finished_run):
+    """A config.json from a newer version (an extra key in its dataset description) used to be a traceback."""
+    import json
+    run = _copy_run(finished_run, tmp_path / "run")
+    resolved = json.loads((run / "config.json").read_text())
+    resolved["dataset"]["license"] = "CC-BY"
+    (run / "config.json").write_text(json.dumps(resolved))
+    assert main(["show", str(run)]) == 0
+    assert "colam on synthetic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["resume", "load_run", "from-stage"])
 def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
     other = tmp_path / "other"
     with Trainer(Config(method="colam", stages=2, **dict(QUICK, model="resnet20", train_limit=8, test_limit=8)),
@@ -726,6 +936,13 @@ def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
         line = one_line_error(capsys.readouterr().err)
         assert code == 2 and "belongs to another configuration (model: 'resnet20' in the checkpoint" in line
         assert files(run) == before
+    elif where == "from-stage":  # the foreign file is named, not last.pt
+        (run / "checkpoints" / "stage_1.pt").write_bytes((other / "checkpoints" / "stage_1.pt").read_bytes())
+        before = files(run)
+        assert main(["train", "--resume", str(run), "--from-stage", "1", "--force"]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "stage_1.pt belongs to another configuration (model: 'resnet20'" in line and "last.pt" not in line
+        assert files(run) == before
     else:
         (run / "checkpoints" / "stage_1.pt").write_bytes((other / "checkpoints" / "stage_1.pt").read_bytes())
         with pytest.raises(RunError, match="does not fit model 'small_cnn'.*another model"):
@@ -733,11 +950,13 @@ def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
 
 
 DATA_CASES = ["cifar-truncated", "cifar-wrong-shape", "cifar-label-out-of-range", "cifar-malicious",
-              "fashion-truncated", "imagefolder-empty-class", "imagefolder-not-an-image", "train-limit-below-classes"]
+              "fashion-truncated", "imagefolder-empty-class", "imagefolder-not-an-image", "train-limit-below-classes",
+              "fashion-no-test-images", "fashion-no-train-images", "imagefolder-one-class",
+              "imagefolder-decompression-bomb", "imagefolder-class-folder-outside", "imagefolder-only-val-class"]
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
-def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
+def test_bad_data_files_through_the_cli(tmp_path, capsys, monkeypatch, case):
     rng = np.random.default_rng(3)
     root = tmp_path / "data"
     out = tmp_path / "r"
@@ -771,11 +990,29 @@ def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
         p = root / "train-images-idx3-ubyte"
         p.write_bytes(p.read_bytes()[:-10])
         dataset, needle = "fashion_mnist", "train-images-idx3-ubyte' is truncated"
+    elif case.startswith("fashion-no-"):  # found only after the whole training, or a traceback
+        split = case.split("-")[2]
+        write_fashion(root, rng, gz=False, **{f"n_{split}": 0})
+        dataset, needle = "fashion_mnist", f"the {'training' if split == 'train' else 'test'} split holds 0 images"
     else:
-        write_folder(root)
+        write_folder(root, classes=("cat",) if case == "imagefolder-one-class" else ("cat", "dog"))
         dataset = "imagefolder"
         extra = ["--image-size", "32"]
-        if case == "imagefolder-empty-class":
+        if case == "imagefolder-one-class":
+            needle = "has 1 class folder(s) ['cat']; classification needs at least 2"
+        elif case == "imagefolder-decompression-bomb":
+            monkeypatch.setattr("PIL.Image.MAX_IMAGE_PIXELS", 100)  # the 40x36 test images: over twice the limit
+            extra += ["--num-workers", "0"]
+            needle = "DecompressionBombError"
+        elif case == "imagefolder-class-folder-outside":
+            (tmp_path / "birds").mkdir()
+            (root / "train" / "bird").symlink_to(tmp_path / "birds", target_is_directory=True)
+            (root / "val" / "bird").mkdir()
+            needle = "outside"
+        elif case == "imagefolder-only-val-class":
+            (root / "val" / "bird").mkdir()
+            needle = "['bird'] exist in"
+        elif case == "imagefolder-empty-class":
             (root / "train" / "bird").mkdir()
             (root / "val" / "bird").mkdir()
             needle = "bird'] contain no image files (allowed extensions"
@@ -789,7 +1026,7 @@ def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
     line = one_line_error(capsys.readouterr().err)
     assert code == 2 and needle in line, line
     assert not (tmp_path / "pwned").exists()
-    if case != "imagefolder-not-an-image":  # found while loading: nothing is left behind
+    if case not in ("imagefolder-not-an-image", "imagefolder-decompression-bomb"):  # found while loading
         assert not out.exists()
 
 
@@ -813,6 +1050,11 @@ NOTEBOOK_BAD = [
     pytest.param({"batch_size": True}, "batch_size", "an integer >= 1", id="batch-size-bool"),
     pytest.param({"epochs": 10, "stages": 4}, "epochs", "a multiple of stages=4", id="epochs-not-multiple"),
     pytest.param({"hard_weight": "1.5"}, "hard_weight", "<= 1", id="hard-weight-too-big"),
+    pytest.param({"T": "1_5"}, "T", "a number (digits 0-9", id="T-underscore-text"),
+    pytest.param({"seed": 1e20}, "seed", "an integer from 0 to 4294967295", id="seed-1e20"),
+    pytest.param({"amp": "fp16", "device": "cpu"}, "amp", "auto, off or bf16", id="amp-fp16-cpu"),
+    pytest.param({"image_size": "20000", "dataset": "imagefolder"}, "image_size", "from 8 to 4096",
+                 id="image-size-huge"),
 ]
 
 
@@ -835,7 +1077,7 @@ def test_validate_params_accepts_papermill_values():
 
 
 API_BAD = ["unknown-key", "string-number", "load-run-missing", "soft-labels-missing-stage", "model-missing-stage",
-           "config-not-a-dict"]
+           "config-not-a-dict", "from-stage-negative", "from-stage-text", "trainer-out-holds-files"]
 
 
 @pytest.mark.parametrize("case", API_BAD)
@@ -856,6 +1098,16 @@ def test_python_api_bad_input(tmp_path, finished_run, case):
     elif case == "model-missing-stage":
         with pytest.raises(KeyError, match=r"no checkpoint for stage 9; available: \[1, 2\]"):
             load_run(finished_run).model(9)
+    elif case in ("from-stage-negative", "from-stage-text"):
+        with pytest.raises(ConfigError, match="from_stage: invalid value .*; allowed: a stage number K >= 0"):
+            Trainer(Config(**QUICK), out=tmp_path / "r", from_stage=-1 if case.endswith("negative") else "2")
+        assert not (tmp_path / "r").exists()
+    elif case == "trainer-out-holds-files":
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes" / "summary.json").write_text("my own")
+        with pytest.raises(RunError, match=r"holds files that training did not write \(summary.json\)"):
+            Trainer(Config(**QUICK), out=tmp_path / "notes")
+        assert [p.name for p in (tmp_path / "notes").iterdir()] == ["summary.json"]
     else:
         with pytest.raises(ConfigError, match="params"):
             validate_params([("T", 1.5)])
