@@ -57,7 +57,7 @@ CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE = "config.json", "hist
 CHECKPOINT_DIR, LAST_CHECKPOINT = "checkpoints", "last.pt"
 MARKER_FILE, LOCK_FILE = ".colam_run", ".lock"   # "training owns this folder"; the writers' lock
 RUN_FILES = (CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE)
-REPLACED_PREFIX = "replaced_"  # --from-stage --force keeps what it replaces in RUN/replaced_<time>/
+REPLACED_PREFIX = "replaced_"  # --from-stage K keeps what it replaces in RUN/replaced_<time>/
 #: the temporary files atomic writes leave when killed mid-write (`.NAME.RANDOM.tmp`); only these are cleaned up
 _OWN_TMP = re.compile(r"^\.(?:%s|stage_\d+\.pt)\.\w+\.tmp$"
                       % "|".join(map(re.escape, (*RUN_FILES, MARKER_FILE, LAST_CHECKPOINT))))
@@ -525,10 +525,16 @@ def load_json(p, limit: int = _MAX_JSON):
     """JSON from a regular file of at most `limit` bytes; anything else (a device such as /dev/zero, a huge or
     deeply nested file, bytes that are not UTF-8) is a ValueError or an OSError saying what it is."""
     fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (and is refused)
-    with os.fdopen(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file")
-        data = f.read(limit + 1)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     try:

@@ -528,6 +528,18 @@ def test_missing_checkpoints_refuse_with_the_command_to_use(tmp_path, capsys, fi
     assert_same_training(finished_run, run)
 
 
+def test_deleted_checkpoints_of_an_unfinished_run_refuse(tmp_path, capsys):
+    """1. Two epochs in history.csv and every checkpoint gone: resume refuses (it used to retrain silently)."""
+    cfg = Config(method="colam", stages=2, **QUICK)
+    out = _train(cfg, tmp_path / "r", stages=1)
+    for p in (out / "checkpoints").iterdir():
+        p.unlink()
+    before = files(out)
+    with pytest.raises(RunError, match=r"history.csv holds 2 epochs; nothing was changed: .* --from-stage 0`$"):
+        Trainer(cfg, out=out)
+    assert files(out) == before
+
+
 @pytest.mark.parametrize("case", ["plain-folder", "symlinked-checkpoints", "fails-at-data-load"])
 def test_out_into_a_folder_that_is_not_a_run_changes_nothing(tmp_path, capsys, case):
     """2. --out into a folder of the user's own files is refused before anything is written (it used to overwrite
@@ -702,7 +714,8 @@ BAD_CLI = [
     pytest.param(["--amp", "fp16", "--device", "cpu"], "--amp 'fp16'", id="amp-fp16-on-cpu"),
     pytest.param(["--amp", "fp8"], "--amp 'fp8'", id="amp-unknown"),
     pytest.param(["--out", ""], "--out ''", id="out-empty"),
-    pytest.param(["--resume", "/nonexistent/run", "--out", "/elsewhere"], "--out '/elsewhere'", id="resume-out-elsewhere"),
+    pytest.param(["--resume", "/nonexistent/run", "--out", "/elsewhere"], "--out '/elsewhere'",
+                 id="resume-out-elsewhere"),
     pytest.param(["--force"], "--force True", id="force-without-from-stage"),
     pytest.param(["--resume", "/nonexistent/run", "--from-stage", "-1"], "--from-stage -1", id="from-stage-negative"),
     pytest.param(["--stages", "0"], "--stages 0", id="stages-zero"),
@@ -838,7 +851,8 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
         "show-unknown-directory": (["show", str(tmp_path / "nope")], "is not a run directory"),
         "show-corrupt-soft-labels": (["show", str(run)], "soft_labels.npz"),
         "config-json-not-training": (["train", "--resume", str(run)], "was not written by training"),
-        "resume-with-config": (["train", "--resume", str(run), "--config", str(opts)], "do not pass options (--config)"),
+        "resume-with-config": (["train", "--resume", str(run), "--config", str(opts)],
+                               "do not pass options (--config)"),
         "show-history-binary": (["show", str(run)], "history.csv"),
         "show-history-empty": (["show", str(run)], "history.csv: EmptyDataError"),
         "show-history-ragged": (["show", str(run)], "history.csv: ParserError"),
@@ -1113,14 +1127,15 @@ def test_python_api_bad_input(tmp_path, finished_run, case):
             validate_params([("T", 1.5)])
 
 
-def test_bad_input_table_lists_30_rows_and_every_test_exists():
+def test_bad_input_table_lists_150_rows_and_every_test_exists():
     """docs/RELIABILITY.md keeps the bad-input table; every test it names must exist in tests/."""
     text = (ROOT / "docs" / "RELIABILITY.md").read_text()
     section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("|") and not set(ln) <= set("|-: ")]
     header, rows = rows[0], rows[1:]
     assert "test" in header.lower()
-    assert len(rows) >= 30, len(rows)
+    assert len(rows) >= 150, len(rows)
+    assert [int(c.strip("| ").split(" |")[0]) for c in rows] == list(range(1, len(rows) + 1)), "rows are numbered"
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
     inputs = [c[2] for c in cells]
     assert len(set(inputs)) == len(inputs), "every row is a distinct bad input"

@@ -27,7 +27,7 @@ class Recorder:
         self._created = False  # this process created the folder
         self._fresh = False    # under the lock, the folder held no run: what setup wrote is removed if it fails
         self._existing: dict | None = None
-        self._rewind: tuple[dict | None] | None = None  # resuming from a stage end (None inside: the start)
+        self._rewind: tuple | None = None  # (checkpoint or None: the start, K of --from-stage or None)
         #: the checkpoint the run resumed from (None: a fresh start)
         self.resumed_from: Path | None = None
 
@@ -84,12 +84,13 @@ class Recorder:
         if self._existing is None:
             return None
         rd = self.run_dir
+        self.strategy.check_visible(self.out / CONFIG_FILE)  # every rank decides from the same shared folder
         finished = rd.has(SUMMARY_FILE)
         if from_stage is not None:
             ckpt = None if from_stage == 0 else rd.load_stage_resume(from_stage)
             self._check_fingerprint(rd.stage_path(from_stage), ckpt, fingerprint)
             self._guard_rewind(from_stage, ckpt, finished, force)
-            return self._resume(rd.stage_path(from_stage) if ckpt else None, ckpt, rewind=True)
+            return self._resume(rd.stage_path(from_stage) if ckpt else None, ckpt, rewind=True, stage=from_stage)
         last = rd.load_last()  # a damaged last.pt is a RunError naming the stage to resume from
         if last is not None:
             self._check_fingerprint(self.last_path, last, fingerprint)
@@ -104,12 +105,13 @@ class Recorder:
             self.note(f"{why}; resuming from the end of stage {k} ({rd.stage_path(k)}, epoch {ckpt['epoch']})")
             return self._resume(rd.stage_path(k), ckpt, rewind=True)
         rows = self._history_rows()
-        if not finished and not rd.has(SOFT_LABELS_FILE) and not stage_numbers(rd.ckpt_dir) and (
-                rows == 0 or not self._existing.get("config", {}).get("checkpoint_every_epoch", True)):
+        every_epoch = self._existing.get("config", {}).get("checkpoint_every_epoch", True)
+        # no checkpoint was ever written: killed before the first one (history and soft labels run one epoch
+        # ahead of last.pt), or checkpoint_every_epoch off before the first stage end; what they hold is redone
+        if not finished and not stage_numbers(rd.ckpt_dir) and (rows <= 1 or not every_epoch):
             if rows:
-                self.note(f"no checkpoint to resume from yet (checkpoint_every_epoch is off and stage 1 had not "
-                          f"ended); training {self.out} again from epoch 1")
-            return None  # nothing trained yet that a checkpoint holds: nothing to lose
+                self.note(f"no checkpoint had been written yet; training {self.out} again from epoch 1")
+            return None
         has = "it is finished (summary.json)" if finished else f"history.csv holds {rows} epochs"
         raise RunError(f"{why} and no stage checkpoint holds a training state to resume from; {has}; nothing was "
                        f"changed: restore the checkpoint, or train this run again from epoch 1 with "
@@ -126,19 +128,17 @@ class Recorder:
                            "with another --out")
 
     def _guard_rewind(self, k: int, ckpt: dict | None, finished: bool, force: bool) -> None:
-        """--from-stage K replaces what lies after the end of stage K: a finished run's results, or a healthy
-        last.pt that is further on, only with `force`, and then a copy of every file it replaces is kept."""
+        """--from-stage K replaces what lies after the end of stage K. A finished run's results, or a healthy
+        last.pt that is further on, only with `force`; whatever it replaces is kept (hard links: free)."""
         at = ckpt["epoch"] if ckpt else 0
         try:
             last = self.run_dir.load_last()
         except RunError:  # damaged: what --from-stage is for
             last = None
         ahead = last is not None and last.get("epoch", 0) > at
-        if not (finished or ahead):
-            return
         what = ("it is finished (summary.json)" if finished else
-                f"its checkpoint {self.last_path} is intact at epoch {last['epoch']}")
-        if not force:
+                f"its checkpoint {self.last_path} is intact at epoch {last['epoch']}" if ahead else "")
+        if what and not force:
             where = "the start" if k == 0 else f"the end of stage {k}"
             raise RunError(f"--from-stage {k} would replace the results of {self.out} after epoch {at}: {what}; "
                            f"nothing was changed. Resume it with `{CLI} --resume {self.out}`, or add --force to "
@@ -147,11 +147,15 @@ class Recorder:
             later = [f"checkpoints/stage_{j}.pt" for j in stage_numbers(self.run_dir.ckpt_dir) if j > k]
             kept = self.run_dir.keep_copy([*RUN_FILES[1:], f"checkpoints/{LAST_CHECKPOINT}", *later])
             if kept is not None:
-                self.note(f"--from-stage {k} --force: {what}; a copy of the files it replaces is kept in {kept}")
+                self.note(f"--from-stage {k}{' --force: ' + what if what else ''}; a copy of the files it replaces "
+                          f"is kept in {kept}")
 
-    def _resume(self, path: Path | None, ckpt: dict | None, rewind: bool = False) -> dict | None:
+    def _resume(self, path: Path | None, ckpt: dict | None, rewind: bool = False,
+                stage: int | None = None) -> dict | None:
+        if path is not None:
+            self.strategy.check_visible(path)
         self.resumed_from = path
-        self._rewind = (ckpt,) if rewind else None
+        self._rewind = (ckpt, stage) if rewind else None  # stage: --from-stage K, whose later checkpoints go
         return ckpt
 
     def _history_rows(self) -> int:
@@ -197,10 +201,14 @@ class Recorder:
                 if not done:
                     self.run_dir.remove(SUMMARY_FILE)
                 if self._rewind is not None:  # last.pt (missing, damaged, or later) now restarts from there
-                    if self._rewind[0] is not None:
-                        self.run_dir.save_last(self._rewind[0])
+                    ckpt, k = self._rewind
+                    if ckpt is not None:
+                        self.run_dir.save_last(ckpt)
                     else:
                         self.run_dir.remove(f"checkpoints/{LAST_CHECKPOINT}")
+                    for j in stage_numbers(self.run_dir.ckpt_dir) if k is not None else ():
+                        if j > k:  # kept in replaced_<time>/; a resume must never pick up the old training's
+                            self.run_dir.remove(f"checkpoints/stage_{j}.pt")
         except OSError as e:
             raise TrainingError(f"could not write {e.filename or self.out}: {e.strerror or e}; nothing was trained "
                                 "(free disk space or fix permissions, or choose another --out)") from None
