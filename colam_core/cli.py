@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 
 from . import __version__
-from .config import CHOICES, Config, field_kinds, parse_value
+from .config import CHOICES, Config, check_out, field_kinds, parse_value, read_options_file
 from .data import DATASETS
 from .distributed import env_world_size, launched_rank
 from .errors import ConfigError, DataError, DistributedError, RunError, TrainingError
@@ -129,6 +129,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--from-stage", metavar="K", type=int, default=None,
                    help="with --resume: restart from the end of stage K (checkpoints/stage_K.pt), e.g. when "
                         "last.pt is damaged")
+    t.add_argument("--force", action="store_true",
+                   help="with --from-stage: replace a finished run's results (a copy of them is kept)")
     t.add_argument("--config", metavar="JSON", help="read options from a JSON file (flags override it)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     kinds = _field_kinds()
@@ -151,11 +153,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def _config_from_args(args) -> tuple[Config, Path | None]:
     values: dict = {}
-    out = Path(args.out) if args.out else None
     if args.from_stage is not None and not args.resume:
         raise ConfigError("from_stage", args.from_stage, "only together with --resume RUN_DIR")
-    if args.from_stage is not None and args.from_stage < 1:
-        raise ConfigError("from_stage", args.from_stage, "a stage number >= 1")
+    if args.from_stage is not None and args.from_stage < 0:
+        raise ConfigError("from_stage", args.from_stage, "a stage number K >= 0 (0: the start)")
+    if args.force and args.from_stage is None:
+        raise ConfigError("force", True, "only together with --resume RUN_DIR --from-stage K")
+    out = check_out(args.out, args.resume)
     if args.resume:
         cfg_path = Path(args.resume) / CONFIG_FILE
         if not cfg_path.is_file():
@@ -166,23 +170,17 @@ def _config_from_args(args) -> tuple[Config, Path | None]:
             raise RunError(f"--resume {args.resume}: {cfg_path} has no 'config' object; it was not written by "
                            "training")
         out = Path(args.resume)
-    if args.config:
-        try:
-            loaded = json.loads(Path(args.config).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError("config", args.config, f"a readable JSON file of options ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError("config", args.config, "a JSON object of options, e.g. {\"T\": 1.5}")
-        values.update(loaded)
+    if args.config is not None:
+        values.update(read_options_file(args.config))
     kinds = _field_kinds()
     given = {}
     for name, kind in kinds.items():
         raw = getattr(args, name)
         if raw is not None:
             given[name] = _convert(name, raw, kind)
-    if args.resume and given:
+    if args.resume and (given or args.config is not None):
         raise RunError(f"--resume {args.resume} continues that run with its own configuration; do not pass "
-                       f"options ({', '.join(_flag(k) for k in given)})")
+                       f"options ({', '.join([_flag(k) for k in given] + ['--config'] * (args.config is not None))})")
     values.update(given)
     cfg = Config.from_dict(values)
     return cfg, out
@@ -201,7 +199,7 @@ def _resume_command(out) -> str:
 def cmd_train(args) -> int:
     cfg, out = _config_from_args(args)
     cfg.validate()  # before any data is loaded
-    trainer = Trainer(cfg, out=out, progress=not args.quiet, from_stage=args.from_stage)
+    trainer = Trainer(cfg, out=out, progress=not args.quiet, from_stage=args.from_stage, force=args.force)
     args._out = trainer.out
     if args.quiet:  # the progress listener prints warnings itself; quiet or not, an erased class is never silent
         trainer.subscribe(lambda ev: ev.kind == "warning" and _say(f"WARNING: {ev.message}", file=sys.stderr))

@@ -12,14 +12,17 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import data as _data
 from . import models as _models
 from .errors import ConfigError, DataError
 from .methods import METHOD_CLASSES, PEER_FILTERS, available_methods
-from .runs import FINGERPRINT_EXCLUDED, load_soft_label_matrix
+from .runs import FINGERPRINT_EXCLUDED, load_json, load_soft_label_matrix
 
 SCHEDULES = ("multistep", "cosine", "constant")
 AVERAGES = ("logits", "probs")
@@ -28,6 +31,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PRESETS = ("paper", "transfer")
 TRACKERS = ("tensorboard", "mlflow")  # --log (colam_core/tracking.py); each is the name of its module and its extra
+
+MAX_SEED = 2**32 - 1        # numpy's and most tools' seed range; derived seeds (generations, batches) stay in 64 bits
+MAX_IMAGE_SIZE = 4096       # imagefolder crops: 4096 x 4096 x 3 float32 is 200 MB per image already
 
 #: the options whose value is one of a list, and where the list comes from (the registries, never a second list):
 #: validate() checks them, the command line's help and the README's table show them
@@ -153,12 +159,13 @@ class Config:
             if v not in allowed:
                 raise ConfigError(opt, v, ", ".join(map(str, allowed)))
 
-        def integer(opt, lo, optional=False):
+        def integer(opt, lo, optional=False, hi=None):
             v = getattr(self, opt)
             if optional and v is None:
                 return
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(opt, v, f"an integer >= {lo}" + (" or None" if optional else ""))
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+                raise ConfigError(opt, v, f"an integer {rng}" + (" or None" if optional else ""))
 
         def number(opt, lo=None, hi=None, lo_open=False, hi_open=False):
             v = getattr(self, opt)
@@ -190,16 +197,16 @@ class Config:
         integer("stages", 1, optional=True)
         integer("batch_size", 2 if self.method == "cskd" else 1)
         integer("eval_batch_size", 1)
-        integer("seed", 0)
+        integer("seed", 0, hi=MAX_SEED)
         integer("warmup_epochs", 0)
-        integer("num_workers", 0)
+        integer("num_workers", 0, hi=256)
         integer("train_limit", 2, optional=True)
         integer("test_limit", 1, optional=True)
-        integer("image_size", 8, optional=True)
+        integer("image_size", 8, optional=True, hi=MAX_IMAGE_SIZE)
         number("T", 0, lo_open=True)
         number("lr", 0, lo_open=True)
         number("momentum", 0, 1, hi_open=True)
-        number("weight_decay", 0)
+        number("weight_decay", 0, 1)
         number("gamma", 0, 1, lo_open=True)
         number("hard_weight", 0, 1)
         number("own_floor", 0, 1, hi_open=True)
@@ -242,6 +249,9 @@ class Config:
                                   + " (no CUDA device is available)")
         if self.device == "mps" and not _mps_available():
             raise ConfigError("device", "mps", "auto, cpu (no MPS device is available)")
+        if self.amp == "fp16" and self._device_type() != "cuda":
+            raise ConfigError("amp", self.amp, f"auto, off or bf16 on device {self.device!r} (fp16 mixed precision "
+                              "with its loss scaler needs CUDA)")
         native = _data.native_size(self.dataset)
         if native is not None and self.image_size is not None and self.image_size != native:
             raise ConfigError("image_size", self.image_size, f"none or {native} for {self.dataset} (its images are "
@@ -290,6 +300,12 @@ class Config:
                 raise ConfigError("pretrained", v, "true or the path of an existing weights file (a state dict "
                                   "saved with torch.save)")
 
+    def _device_type(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+        return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+
     # ------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -329,10 +345,58 @@ class Config:
         return json.loads(json.dumps(d))
 
 
+# ----------------------------------------------------------------------------- where options come from
+OPTIONS_FILE_LIMIT = 1 << 20  # a JSON file of options is a few hundred bytes
+
+
+def read_options_file(path) -> dict:
+    """The options in a JSON file (`--config`): a regular file of at most 1 MiB holding one object."""
+    try:
+        loaded = load_json(path, OPTIONS_FILE_LIMIT)
+    except (OSError, ValueError) as e:
+        raise ConfigError("config", path, f"a readable JSON file of options of at most {OPTIONS_FILE_LIMIT} bytes "
+                          f"({type(e).__name__}: {str(e)[:160]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError("config", path, "a JSON object of options, e.g. {\"T\": 1.5}")
+    return loaded
+
+
+def check_out(out: str | None, resume: str | None = None) -> Path | None:
+    """The run directory `--out` names: not empty (that would fall back to the default folder), and with
+    `--resume` nothing else than the resumed folder (a run stays in its folder)."""
+    if out is None:
+        return Path(resume) if resume else None
+    if not isinstance(out, (str, Path)) or not str(out).strip():
+        raise ConfigError("out", out, "a folder path (an empty one is never replaced by the default folder)")
+    if resume and os.path.abspath(out) != os.path.abspath(resume):
+        raise ConfigError("out", out, f"nothing, or {resume}: --resume continues a run in its own folder (copy the "
+                          "folder first to continue it elsewhere)")
+    return Path(out)
+
+
 # ----------------------------------------------------------------------------- values from text
 def field_kinds() -> dict[str, str]:
     """Option name -> its annotation as text ("int | None", "float", ...)."""
     return {f.name: str(f.type) for f in fields(Config)}
+
+
+# numbers as written in ASCII: Python's int() and float() would also read "1_5" as 15 and Arabic-Indic digits
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.I)
+
+
+def parse_int(raw: str) -> int:
+    """An integer written with the ASCII digits 0-9 (a sign allowed); anything else is a ValueError."""
+    if not _INT_TEXT.fullmatch(raw.strip()):
+        raise ValueError(raw)
+    return int(raw)
+
+
+def parse_float(raw: str) -> float:
+    """A number written with the ASCII digits 0-9, '.', an exponent, inf or nan; anything else is a ValueError."""
+    if not _FLOAT_TEXT.fullmatch(raw.strip()):
+        raise ValueError(raw)
+    return float(raw)
 
 
 def parse_value(name: str, raw: str, kind: str | None = None):
@@ -343,7 +407,7 @@ def parse_value(name: str, raw: str, kind: str | None = None):
         if low == "all":
             return "all"
         try:
-            return int(raw)
+            return parse_int(raw)
         except ValueError:
             raise ConfigError(name, raw, "'all' or an integer >= 1") from None
     if name == "pretrained":  # true / false, or the path of a weights file
@@ -351,7 +415,7 @@ def parse_value(name: str, raw: str, kind: str | None = None):
                 "off": False, "none": False}.get(low, raw)
     if name == "milestones":
         try:
-            return tuple(float(v) for v in raw.split(",") if v.strip())
+            return tuple(parse_float(v) for v in raw.split(",") if v.strip())
         except ValueError:
             raise ConfigError(name, raw, "comma-separated fractions, e.g. 0.5,0.75") from None
     optional = kind.startswith("Optional") or "None" in kind
@@ -365,14 +429,14 @@ def parse_value(name: str, raw: str, kind: str | None = None):
         raise ConfigError(name, raw, "true or false" + (" or auto" if optional else ""))
     if "int" in kind and "float" not in kind:
         try:
-            return int(raw)
+            return parse_int(raw)
         except ValueError:
-            raise ConfigError(name, raw, "an integer" + (" or none" if optional else "")) from None
+            raise ConfigError(name, raw, "an integer (digits 0-9)" + (" or none" if optional else "")) from None
     if "float" in kind:
         try:
-            return float(raw)
+            return parse_float(raw)
         except ValueError:
-            raise ConfigError(name, raw, "a number") from None
+            raise ConfigError(name, raw, "a number (digits 0-9, e.g. 1.5 or 1e-4)") from None
     return raw
 
 

@@ -19,6 +19,11 @@ is removed when the next trainer locks the folder). Checkpoints and soft
 labels are read without executing code (`torch.load(weights_only=True)`,
 `np.load(allow_pickle=False)`).
 
+The folder is the tool's own: training writes only into a folder it created, an empty one, or one that holds a
+run (the marker file `.colam_run`, or a `config.json` written by training); it takes the lock (`.lock`,
+`filelock`) before it reads anything there; it never reads or writes through a symbolic link inside the folder
+(`.lock`, `checkpoints/` and every file of the contract are checked) and never deletes a file it did not write.
+
 Fault injection (tests only): `COLAM_FAULT=POINT[:N]` makes the process
 SIGKILL itself the N-th time (default 1) it reaches POINT, one of
 `FAULT_POINTS`: `batch` (after a training step), `eval_pass` (inside the
@@ -33,10 +38,13 @@ import io
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
+import stat
 import tempfile
+import time
 import warnings
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -63,6 +71,13 @@ MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # --log mlflow's defau
 #: had no `format` key; 2: adds it, the package version and the git commit, and names the torchvision ResNets' head
 #: `fc` as torchvision does (format-1 checkpoints with `classifier.*` still load). Readers accept 1..RUN_FORMAT.
 RUN_FORMAT = 2
+
+MARKER_FILE, LOCK_FILE = ".colam_run", ".lock"   # "training owns this folder"; the writers' lock
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, SOFT_LABELS_FILE, SUMMARY_FILE)
+REPLACED_PREFIX = "replaced_"  # --from-stage K keeps what it replaces in RUN/replaced_<time>/
+#: the temporary files atomic writes leave when killed mid-write (`.NAME.RANDOM.tmp`); only these are cleaned up
+_OWN_TMP = re.compile(r"^\.(?:%s|stage_\d+\.pt)\.\w+\.tmp$"
+                      % "|".join(map(re.escape, (*RUN_FILES, MARKER_FILE, LAST_CHECKPOINT))))
 
 #: options that never change what a run computes: outside the fingerprint a resumed run must match
 # how a run is executed, not what it computes (compile and deterministic change float rounding as a device does)
@@ -96,6 +111,35 @@ def _file_stage(p: Path) -> int:
     """K of checkpoints/stage_K.pt, or -1 for a file of another name."""
     tail = p.stem.split("_")[-1]
     return int(tail) if p.stem.startswith("stage_") and tail.isdigit() else -1
+
+
+def regular_file(p: Path) -> bool:
+    """Whether `p` exists (a link is followed: reading through one is harmless); a FIFO, a device or a folder
+    there is a RunError, since reading it would hang or never end."""
+    if not os.path.lexists(p):
+        return False
+    if not Path(p).is_file():
+        raise RunError(f"{p} is not a regular file; the run directory is damaged (remove or restore it)")
+    return True
+
+
+def stage_numbers(ckpt_dir) -> list[int]:
+    """K of every checkpoints/stage_K.pt, in order."""
+    return sorted(k for k in map(_file_stage, Path(ckpt_dir).glob("stage_*.pt")) if k >= 0)
+
+
+def own_entry(p: Path, kind: str = "file") -> bool:
+    """Whether `p` exists; a symbolic link there (or anything but a regular file / a folder) is a RunError, so
+    nothing inside a run directory is read or written through a link."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return False
+    if not (stat.S_ISDIR if kind == "folder" else stat.S_ISREG)(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else f"not a {kind}"
+        raise RunError(f"{p} is {what}; a run directory's files must be its own (training never reads or writes "
+                       "through a link): nothing was changed; remove it, or choose another --out")
+    return True
 
 
 def fingerprint_diff(theirs: Mapping, ours: Mapping) -> list[str]:
@@ -155,11 +199,26 @@ def load_soft_label_matrix(spec: str) -> np.ndarray:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError("fixed_targets", spec, f"a readable numeric .npy/.npz file ({e})") from None
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
-        raise ConfigError("fixed_targets", spec, f"a finite square C x C matrix (got shape {m.shape})")
+    return check_label_matrix(m, "fixed_targets", spec)
+
+
+def check_label_matrix(m: np.ndarray, option: str, value) -> np.ndarray:
+    """A C x C matrix of class-wise soft labels as float32: real numbers, finite, each row >= 0 summing to 1."""
+    allowed = "a C x C matrix of soft labels: real numbers, each row >= 0 and summing to 1"
+    if m.dtype.kind not in "fiu":
+        raise ConfigError(option, value, f"{allowed} (got a {m.dtype} array)")
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ConfigError(option, value, f"{allowed} (got shape {m.shape})")
+    m = m.astype(np.float64)
+    rows = m.sum(1)
+    bad = np.flatnonzero(~np.isfinite(m).all(1) | (m < 0).any(1) | (np.abs(rows - 1) > 1e-3))
+    if bad.size:
+        r = int(bad[0])
+        raise ConfigError(option, value, f"{allowed} (row {r} has min {m[r].min():.3g} and sum {rows[r]:.3g})")
     return m.astype(np.float32)
 
 
+_REQUIRED_OPTIONS = ("dataset", "model", "method", "epochs")  # what a reader of config.json relies on
 HISTORY_COLUMNS = ["epoch", "stage", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
                    "images_per_s"]
 
@@ -178,7 +237,15 @@ def _parse_fault(spec: str | None):
     return point, int(n or 1)
 
 
-FAULT = _parse_fault(os.environ.get("COLAM_FAULT"))
+def check_fault_spec() -> None:
+    """Refuse an invalid COLAM_FAULT when training starts (never at import: `show` and `list` ignore it)."""
+    _parse_fault(os.environ.get("COLAM_FAULT"))
+
+
+try:
+    FAULT = _parse_fault(os.environ.get("COLAM_FAULT"))
+except RunError:
+    FAULT = None
 _fault_seen = 0
 
 
@@ -298,142 +365,291 @@ def resume_command(run_dir, from_stage: int | None = None) -> str:
 
 # ----------------------------------------------------------------------------- write side
 class RunDir:
-    """Writer of one run directory. Holds an exclusive lock while a trainer uses it."""
+    """Writer of one run directory: claims the folder, holds its exclusive lock while a trainer uses it, and
+    writes, removes and keeps copies of only the files of the contract."""
 
-    def __init__(self, path, write: bool = True):
+    def __init__(self, path):
         self.path = Path(path)
-        self.ckpt_dir = self.path / "checkpoints"
-        self._lock_fd = None
-        if write:
-            if self.path.exists() and not self.path.is_dir():
-                raise RunError(f"--out {self.path} is a file, not a run directory; choose another --out")
+        self.ckpt_dir = self.path / CHECKPOINT_DIR
+        self._lock = None
+
+    # ownership -------------------------------------------------------
+    def claim(self) -> bool:
+        """Create the folder (True), or check that an existing one may be written (False): it holds a run or
+        nothing training did not write; anything else is refused before a file is written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"--out {self.path} is a file, not a run directory; choose another --out")
+        try:
+            self.path.mkdir(parents=True)
+            return True
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise RunError(f"cannot create run directory {self.path}: {e.strerror or e}; "
+                           "choose another --out") from None
+        self.check_owned()
+        return False
+
+    def holds_run(self) -> bool:
+        """The marker, or (a run written before there was one) a config.json that training wrote."""
+        if own_entry(self.path / MARKER_FILE):
+            return True
+        cfg = self.path / CONFIG_FILE
+        if not own_entry(cfg):
+            return False
+        try:
+            d = load_json(cfg)
+        except (OSError, ValueError):
+            return False
+        return isinstance(d, dict) and isinstance(d.get("config"), dict) and isinstance(d.get("fingerprint"), dict)
+
+    def check_owned(self) -> None:
+        """Refuse a folder that holds files training did not write (it would overwrite or delete them)."""
+        if self.holds_run():
+            return
+        with os.scandir(self.path) as it:
+            foreign = sorted(e.name for e in it if not self._leftover(e))
+        if foreign:
+            names = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise RunError(f"--out {self.path} already holds files that training did not write ({names}); nothing "
+                           "was changed: training writes only into a new or empty folder, or one that holds a run "
+                           "(choose another --out)")
+
+    @staticmethod
+    def _leftover(e: os.DirEntry) -> bool:
+        """What a training that failed to start may leave in a folder: the lock, an empty checkpoints folder."""
+        if e.name == LOCK_FILE and e.is_file(follow_symlinks=False):
+            return True
+        return e.name == CHECKPOINT_DIR and e.is_dir(follow_symlinks=False) and not any(os.scandir(e.path))
+
+    def adopt(self) -> None:
+        """Under the lock: the checkpoints folder (never a link)."""
+        if not own_entry(self.ckpt_dir, "folder"):
+            self.ckpt_dir.mkdir()
+
+    def discard(self, created: bool) -> None:
+        """Setup failed in a folder that held no run: remove what this process wrote there (the folder too when it
+        created it), and nothing else."""
+        self.unlock()
+        for d, names in ((self.ckpt_dir, (LAST_CHECKPOINT,)), (self.path, (*RUN_FILES, MARKER_FILE, LOCK_FILE))):
+            if not d.is_dir() or d.is_symlink():
+                continue
+            for p in d.iterdir():
+                if p.is_file() and not p.is_symlink() and (p.name in names or _OWN_TMP.match(p.name)
+                                                           or (d == self.ckpt_dir and _file_stage(p) >= 0)):
+                    p.unlink(missing_ok=True)
+        for d in (self.ckpt_dir, self.path) if created else (self.ckpt_dir,):
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self.ckpt_dir.mkdir(exist_ok=True)
-            except OSError as e:
-                raise RunError(f"cannot create run directory {self.path}: {e.strerror or e}; "
-                               "choose another --out") from None
+                d.rmdir()  # only when empty: a file someone else put there stays, and so does its folder
+            except OSError:
+                pass
+
+    def keep_copy(self, names) -> Path | None:
+        """Keep the named files (paths inside the run directory) in RUN/replaced_<time>/ before they are replaced:
+        hard links (atomic writes replace a file, so the old one lives on there), copies where links fail."""
+        import shutil
+        have = [n for n in names if own_entry(self.path / n)]
+        if not have:
+            return None
+        dest = self.path / f"{REPLACED_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+        k = 1
+        while dest.exists():
+            k += 1
+            dest = dest.with_name(f"{dest.name.split('.')[0]}.{k}")
+        for n in have:
+            (dest / n).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.path / n, dest / n, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(self.path / n, dest / n, follow_symlinks=False)
+        return dest
 
     # lock ------------------------------------------------------------
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None
+
     def lock(self) -> None:
-        """Take the folder's exclusive lock (fcntl; released by the kernel when the process dies), then remove
-        temporary files a killed writer left behind."""
-        import fcntl
+        """Take the folder's exclusive lock (`filelock`: flock, released by the kernel when the process dies; a
+        soft lock on a file system without flock), record this pid in it, then remove the temporary files a
+        killed writer left behind. The lock file is never opened through a link."""
+        from filelock import FileLock, Timeout
+        p = self.path / LOCK_FILE
+        if own_entry(p) and os.lstat(p).st_nlink > 1:
+            raise RunError(f"{p} has another hard link; a run directory's files must be its own: nothing was "
+                           "changed; remove it, or choose another --out")
+        lock = FileLock(p, timeout=0, thread_local=False)
         try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunError(f"cannot lock run directory {self.path}: {e.strerror or e}; choose another --out") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            except OSError:
-                holder = ""
-            os.close(fd)
-            who = f" (pid {holder})" if holder.isdigit() else ""
+            lock.acquire()
+        except Timeout:
+            who = f" (pid {self._holder()})" if self._holder() else ""
             raise RunError(f"run directory {self.path} is in use by another training process{who}; "
                            "nothing was changed: wait for it to finish, or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-        for d in (self.path, self.ckpt_dir):
-            for tmp in d.glob(".*.tmp") if d.is_dir() else ():
+        except OSError as e:
+            own_entry(p)  # a link planted meanwhile: say so
+            raise RunError(f"cannot lock run directory {self.path}: {e.strerror or e} ({p}); choose another "
+                           "--out") from None
+        self._lock = lock
+        if not hasattr(lock, "pid"):  # a soft lock records its holder itself
+            try:
+                fd = os.open(p, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
                 try:
-                    tmp.unlink()
-                except OSError:
-                    pass
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, str(os.getpid()).encode(), 0)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror or str(e), str(p)) from None
+        for d in (self.path, self.ckpt_dir):
+            for tmp in d.iterdir() if d.is_dir() and not d.is_symlink() else ():
+                if _OWN_TMP.match(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
+
+    def _holder(self) -> str:
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+            try:
+                first = os.read(fd, 64).decode(errors="replace").strip().split("\n")[0].strip()
+            finally:
+                os.close(fd)
+        except OSError:
+            return ""
+        return first if first.isdigit() else ""
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            import fcntl
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # files -----------------------------------------------------------
     def write_config(self, resolved: dict) -> None:
-        atomic_write_text(self.path / "config.json", json.dumps(resolved, indent=2, sort_keys=True))
+        """config.json, then (once) the marker that says training owns this folder."""
+        atomic_write_text(self.path / CONFIG_FILE, json.dumps(resolved, indent=2, sort_keys=True))
+        if not own_entry(self.path / MARKER_FILE):
+            atomic_write_text(self.path / MARKER_FILE, json.dumps({"format": 1, "written_by": "colam_core"}) + "\n")
 
     def write_history(self, rows: list[dict]) -> None:
         df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        atomic_write_text(self.path / "history.csv", df.to_csv(index=False))
+        atomic_write_text(self.path / HISTORY_FILE, df.to_csv(index=False))
 
     def write_soft_labels(self, mats: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v, dtype=np.float32) for k, v in mats.items()})
-        atomic_write_bytes(self.path / "soft_labels.npz", buf.getvalue())
+        atomic_write_bytes(self.path / SOFT_LABELS_FILE, buf.getvalue())
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
 
     def save_last(self, state: dict) -> None:
-        atomic_torch_save(state, self.ckpt_dir / "last.pt")
+        atomic_torch_save(state, self.ckpt_dir / LAST_CHECKPOINT)
 
     def save_stage(self, stage: int, state: dict) -> None:
-        atomic_torch_save(state, self.ckpt_dir / f"stage_{stage}.pt")
+        atomic_torch_save(state, self.stage_path(stage))
+
+    def stage_path(self, stage: int) -> Path:
+        return self.ckpt_dir / f"stage_{stage}.pt"
 
     def remove(self, name: str) -> None:
-        """Delete a file of the run directory if it exists (a file ahead of the checkpoint being resumed)."""
-        try:
-            (self.path / name).unlink()
-        except FileNotFoundError:
-            pass
+        """Delete a file of the run directory if it exists (a file ahead of the checkpoint being resumed); a link
+        there is removed itself, never what it points to."""
+        (self.path / name).unlink(missing_ok=True)
+
+    def has(self, name: str) -> bool:
+        return own_entry(self.path / name)
 
     def load_last(self) -> dict | None:
-        p = self.ckpt_dir / "last.pt"
-        if not p.exists():
+        p = self.ckpt_dir / LAST_CHECKPOINT
+        if not own_entry(p):
             return None
         return load_checkpoint(p, hint_dir=self.ckpt_dir)
 
     def load_stage_resume(self, stage: int) -> dict:
         """The resumable training state stored in checkpoints/stage_K.pt (the end of stage K)."""
-        p = self.ckpt_dir / f"stage_{stage}.pt"
-        if not p.exists():
-            have = sorted(k for k in map(_file_stage, self.ckpt_dir.glob("stage_*.pt")) if k >= 0)
+        p = self.stage_path(stage)
+        if not own_entry(p):
             raise RunError(f"--from-stage {stage}: {p} does not exist; stages with a checkpoint: "
-                           f"{', '.join(map(str, have)) or 'none'}")
+                           f"{', '.join(map(str, stage_numbers(self.ckpt_dir))) or 'none'}")
         st = load_checkpoint(p, hint_dir=self.ckpt_dir)
-        if not isinstance(st, dict) or not isinstance(st.get("resume"), dict):
+        if not isinstance(st.get("resume"), dict):
             raise RunError(f"--from-stage {stage}: {p} holds only model weights (no training state to resume); "
                            "start a new run")
         return st["resume"]
 
+    def newest_stage_resume(self, min_epoch: int = 0) -> tuple[int, dict] | None:
+        """(K, training state) of the newest stage checkpoint that loads, holds a training state and has reached
+        `min_epoch`; None when there is none."""
+        for k, _, state in _intact_stages(self.ckpt_dir):
+            if state is not None and state.get("epoch", -1) >= min_epoch:
+                return k, state
+        return None
+
     def read_config(self) -> dict | None:
-        p = self.path / "config.json"
-        if not p.exists():
+        p = self.path / CONFIG_FILE
+        if not own_entry(p):
             return None
-        resolved = read_json(p, "config.json")
+        resolved = read_json(p, CONFIG_FILE)
         check_format(resolved, p)  # never rewrite a run of a newer format with this older code
         return resolved
 
 
+
+_MAX_JSON = 64 << 20  # no config.json or summary.json training writes comes near this
+
+
+def load_json(p, limit: int = _MAX_JSON):
+    """JSON from a regular file of at most `limit` bytes; anything else (a device such as /dev/zero, a huge or
+    deeply nested file, bytes that are not UTF-8) is a ValueError or an OSError saying what it is."""
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once (and is refused)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json(p: Path, what: str) -> dict:
     try:
-        d = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunError(f"cannot read {p}: {type(e).__name__}: {e}; the {what} of this run directory is damaged "
-                       "(use another --out, or restore the file)") from None
+        d = load_json(p)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {p}: {type(e).__name__}: {str(e)[:200]}; the {what} of this run directory is "
+                       "damaged (use another --out, or restore the file)") from None
     if not isinstance(d, dict):
         raise RunError(f"{p} holds a {type(d).__name__}, not the JSON object training writes; the run directory "
                        "is damaged")
     return d
 
 
-def _resume_hint(path: Path, hint_dir: Path) -> str:
-    """Name the newest intact stage checkpoint to resume from instead of the unreadable `path`."""
-    run_dir = hint_dir.parent if hint_dir.name == "checkpoints" else hint_dir
-    stages = sorted((p for p in hint_dir.glob("stage_*.pt") if p != path and _file_stage(p) >= 0),
-                    key=_file_stage, reverse=True)
-    for p in stages:
+def _intact_stages(ckpt_dir: Path, skip: Path | None = None):
+    """(K, path, training state or None for weights only) of each stage checkpoint that loads, newest first."""
+    for k in reversed(stage_numbers(ckpt_dir)):
+        p = ckpt_dir / f"stage_{k}.pt"
+        if p == skip or p.is_symlink():
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 st = torch.load(p, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - damaged too: try the one before
             continue
-        k = _file_stage(p)
-        if isinstance(st, dict) and isinstance(st.get("resume"), dict):
+        yield k, p, (st["resume"] if isinstance(st, dict) and isinstance(st.get("resume"), dict) else None)
+
+
+def _resume_hint(path: Path, hint_dir: Path) -> str:
+    """Name the newest intact stage checkpoint to resume from instead of the unreadable `path`."""
+    run_dir = hint_dir.parent if hint_dir.name == CHECKPOINT_DIR else hint_dir
+    for k, p, state in _intact_stages(hint_dir, skip=path):
+        if state is not None:
             return (f"; the newest intact stage checkpoint is {p}: resume from the end of stage {k} with "
                     f"`{resume_command(run_dir, k)}`, or start a new run")
         return (f"; the newest intact stage checkpoint {p} holds only the weights of stage {k} "
@@ -455,6 +671,8 @@ def load_checkpoint(path, hint_dir=None, map_location="cpu") -> dict:
     """torch.load with weights_only=True (never runs code from the file); an unreadable or unsafe file gives a
     RunError naming the stage checkpoint to resume from instead."""
     path = Path(path)
+    if not regular_file(path):
+        raise RunError(f"checkpoint {path} does not exist")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols before refusing them
             warnings.simplefilter("ignore")
@@ -483,6 +701,8 @@ class Run:
         self.resolved = read_json(self.path / "config.json", "config.json")
         self.format = check_format(self.resolved, self.path / "config.json")
         missing = [k for k in ("config", "dataset") if not isinstance(self.resolved.get(k), dict)]
+        missing += [k for k in ("num_stages", "device") if k not in self.resolved]
+        missing += [f"config.{k}" for k in _REQUIRED_OPTIONS if k not in (self.resolved.get("config") or {})]
         if missing:
             raise RunError(f"{self.path / 'config.json'} lacks {', '.join(missing)}; it was not written by training "
                            "(the run directory is damaged)")
@@ -499,15 +719,28 @@ class Run:
 
     @property
     def history(self) -> pd.DataFrame:
-        p = self.path / "history.csv"
-        return pd.read_csv(p) if p.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+        """history.csv (empty with its columns when training has not finished an epoch); a file that is not the
+        table training writes is a RunError naming it."""
+        p = self.path / HISTORY_FILE
+        if not regular_file(p):
+            return pd.DataFrame(columns=HISTORY_COLUMNS)
+        try:
+            df = pd.read_csv(p, encoding="utf-8", encoding_errors="strict")
+        except (OSError, ValueError, pd.errors.ParserError) as e:  # EmptyDataError and UnicodeDecodeError too
+            raise RunError(f"cannot read {p}: {type(e).__name__}: {str(e).strip()[:160]}; it is not the table "
+                           "training writes (the run directory is damaged)") from None
+        bad = [c for c in ("epoch", "stage", "test_acc") if c not in df or not pd.api.types.is_numeric_dtype(df[c])]
+        if bad:
+            raise RunError(f"{p} has no numeric column {bad[0]!r} (columns: {', '.join(map(str, df.columns))}); it "
+                           "is not the table training writes (the run directory is damaged)")
+        return df
 
     @property
     def summary(self) -> dict | None:
-        p = self.path / "summary.json"
-        if not p.exists():
+        p = self.path / SUMMARY_FILE
+        if not os.path.lexists(p):
             return None
-        summary = read_json(p, "summary.json")
+        summary = read_json(p, SUMMARY_FILE)
         check_format(summary, p)
         return summary
 
@@ -517,7 +750,15 @@ class Run:
 
     @cached_property
     def info(self):
-        return DatasetInfo(**self.resolved["dataset"])
+        """The data set's description; keys another version added are left out, a missing one is a RunError."""
+        import dataclasses
+        names = {f.name for f in dataclasses.fields(DatasetInfo)}
+        d = {k: v for k, v in self.resolved["dataset"].items() if k in names}
+        try:
+            return DatasetInfo(**d)
+        except TypeError as e:
+            raise RunError(f"{self.path / CONFIG_FILE}: its dataset description is incomplete ({e}); the run "
+                           "directory is damaged") from None
 
     @property
     def class_names(self) -> list[str]:
@@ -536,8 +777,8 @@ class Run:
 
     def all_soft_labels(self) -> dict[str, np.ndarray]:
         """Every soft-label matrix, read without pickle: an object array or a damaged file is refused."""
-        p = self.path / "soft_labels.npz"
-        if not p.exists():
+        p = self.path / SOFT_LABELS_FILE
+        if not regular_file(p):
             return {}
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -550,9 +791,10 @@ class Run:
                            "C x C arrays named stage_K (pickled objects are refused)") from None
         C = self.num_classes
         for k, m in mats.items():
-            if m.dtype.kind not in "fiu" or m.shape != (C, C):
-                raise RunError(f"{p}: {k} is a {m.dtype} array of shape {m.shape}; expected a numeric {C} x {C} "
-                               "matrix")
+            if m.dtype.kind not in "fiu" or m.shape != (C, C) or not np.all(np.isfinite(m)):
+                what = "with values that are not finite" if m.shape == (C, C) and m.dtype.kind in "fiu" else ""
+                raise RunError(f"{p}: {k} is a {m.dtype} array of shape {m.shape}{' ' + what if what else ''}; "
+                               f"expected a finite numeric {C} x {C} matrix")
         return mats
 
     def soft_labels(self, stage) -> np.ndarray:
@@ -563,7 +805,7 @@ class Run:
         return mats[key]
 
     def stage_checkpoints(self) -> list[int]:
-        return sorted(k for k in map(_file_stage, (self.path / "checkpoints").glob("stage_*.pt")) if k >= 0)
+        return stage_numbers(self.path / CHECKPOINT_DIR)
 
     def model(self, stage: int | None = None):
         """Eval-mode model on CPU at the end of `stage` (None: the latest state in last.pt, reloaded when

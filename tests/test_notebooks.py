@@ -101,6 +101,22 @@ def test_bad_parameters_fail_in_the_validation_cell(tmp_path, params, needle):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("name, params, option", [
+    ("05_hyperparameters.ipynb", dict(temprature=2), "temprature"),
+    ("05_hyperparameters.ipynb", dict(intervals=3), "intervals"),
+    ("05_hyperparameters.ipynb", dict(temperatures=[1.0, -1.0]), "temperatures[1]"),
+    ("01_quickstart.ipynb", dict(seed=1e20), "seed"),
+])
+def test_every_parameter_is_checked_in_the_first_cell(tmp_path, name, params, option):
+    """Issue 15: a misspelt name trained with the default, `-p intervals 3` was a TypeError, a bad temperature
+    was found only after the whole grid had trained, `-p seed 1e20` was a traceback."""
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        execute(name, tmp_path, out_root=str(tmp_path / "runs"), **params)
+    assert e.value.ename == "ConfigError" and option in e.value.evalue and "allowed" in e.value.evalue
+    assert e.value.exec_count == 3  # parameters (1), papermill's injected parameters (2), validation (3)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_02_missing_data_gives_the_data_error(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as e:
         execute("02_train_cifar100.ipynb", tmp_path, quick=True, data_root=str(tmp_path / "nothing"),

@@ -299,6 +299,54 @@ def test_huge_learning_rate_stops_the_cli_with_one_line(tmp_path, capsys):
     assert load_run(out).summary is None
 
 
+def test_nonfinite_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+    """The message used to promise 'the last good checkpoint last.pt is kept' when there was none."""
+    with Trainer(Config(method="hl", **dict(QUICK, epochs=2)), out=tmp_path / "r") as t:
+        orig = t.method.loss
+        t.method.loss = lambda logits, y, idx, ctx: (lambda v, z, yy: (v * float("nan"), z, yy))(
+            *orig(logits, y, idx, ctx))
+        with pytest.raises(TrainingError) as e:
+            t.run()
+    assert "no checkpoint had been written yet" in str(e.value) and "is kept" not in str(e.value)
+    assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+
+
+@NEEDS_PROC
+def test_disk_full_at_start_in_an_existing_empty_folder_leaves_it_empty(tmp_path, monkeypatch, capsys):
+    """A full disk at start named no file and left a .lock and an empty checkpoints/ in the user's folder."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    code = main(["train", *CLI_QUICK, "--method", "hl", "--epochs", "1", "--stages", "1", "--out", str(out)])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 1 and "config.json: No space left" in line and "nothing was trained" in line
+    assert list(out.iterdir()) == []
+
+
+def test_an_invalid_fault_hook_spoils_only_training(tmp_path):
+    """COLAM_FAULT=bogus used to be a traceback at import, even for `list`."""
+    env = dict(os.environ, COLAM_FAULT="bogus")
+    assert cli("list", env=env).returncode == 0
+    res = cli("train", *CLI_QUICK, "--epochs", "1", "--stages", "1", "--out", tmp_path / "r", env=env)
+    line = one_line_error(res.stderr)
+    assert res.returncode == 2 and "COLAM_FAULT='bogus' is invalid; allowed: POINT or POINT:N" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first seconds (importing torch) used to print a traceback."""
+    import colam_core.__main__ as entry
+
+    class Interrupted:
+        def find_spec(self, name, path=None, target=None):
+            if name == "colam_core.cli":
+                raise KeyboardInterrupt
+    monkeypatch.delitem(sys.modules, "colam_core.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert entry.run() == 130
+    assert one_line_error(capsys.readouterr().err) == "error: interrupted while starting; nothing was written"
+
+
 def test_second_process_is_refused_by_the_lock_and_ctrl_c_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "r"
     args = ["train", *CLI_QUICK, "--method", "hl", "--epochs", "200", "--stages", "1", "--out", str(out)]
@@ -419,6 +467,215 @@ def test_resume_rewrites_files_that_ran_ahead_of_the_checkpoint(tmp_path):
         assert len(run.history) == 1 and run.soft_label_keys() == []
 
 
+# ============================================================================= data loss (issue 15, cases 1-7)
+def _train(cfg, out, stages=None):
+    with Trainer(cfg, out=out) as t:
+        if stages is None:
+            t.run()
+        for _ in range(stages or 0):
+            t.run_stage()
+    return out
+
+
+def test_missing_last_pt_resumes_from_the_newest_stage_checkpoint(tmp_path, capsys):
+    """1. With checkpoint_every_epoch off, a kill after a stage end leaves stage_K.pt but no last.pt: resume goes on
+    from the end of stage K (saying so) instead of retraining from epoch 1 and deleting the results."""
+    cfg = Config(method="colam", stages=2, checkpoint_every_epoch=False, **QUICK)
+    full = _train(cfg, tmp_path / "full")
+    cut = _train(cfg, tmp_path / "cut", stages=1)  # as if killed after stage 1: its files, no last.pt
+    assert not (cut / "checkpoints" / "last.pt").exists() and len(load_run(cut).history) == 2
+    soft = load_run(cut).soft_labels(1)
+    with Trainer(cfg, out=cut) as t:
+        assert t.epoch == 2 and len(t.history) == 2
+        np.testing.assert_array_equal(load_run(cut).soft_labels(1), soft)
+        assert len(load_run(cut).history) == 2
+        t.run()
+    note = capsys.readouterr().err
+    assert "last.pt is missing; resuming from the end of stage 1" in note and "stage_1.pt" in note
+    assert_same_training(full, cut)
+
+
+def test_finished_run_without_last_pt_is_never_retrained(tmp_path, capsys, finished_run):
+    """1. A finished run whose last.pt was removed: `--resume` restores it from the final stage checkpoint and
+    trains nothing (it used to retrain and rewrite every file)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "checkpoints" / "last.pt").unlink()
+    epochs = []
+    with Trainer(Config(method="colam", stages=2, **QUICK), out=run) as t:
+        t.subscribe(lambda ev: epochs.append(ev) if ev.kind == "epoch" else None)
+        assert t.done and t.epoch == 4
+        t.run()
+    assert epochs == [] and "resuming from the end of stage 2" in capsys.readouterr().err
+    assert_same_training(finished_run, run)  # last.pt is back; nothing was retrained or lost
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_missing_checkpoints_refuse_with_the_command_to_use(tmp_path, capsys, finished_run):
+    """1. Without last.pt and without a stage checkpoint to resume from, resume refuses (nothing changed) and
+    names the command that trains the run again; that command works (and --force keeps a copy)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    for p in (run / "checkpoints").iterdir():
+        p.unlink()
+    before = files(run)
+    assert main(["train", "--resume", str(run)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "last.pt is missing and no stage checkpoint" in line and "it is finished" in line
+    assert f"--resume {run} --from-stage 0 --force" in line and files(run) == before
+    assert main(["train", "--resume", str(run), "--from-stage", "0", "--force", "--quiet"]) == 0
+    kept = [p for p in run.iterdir() if p.name.startswith("replaced_")]
+    assert len(kept) == 1 and (kept[0] / "summary.json").read_bytes() == before["summary.json"]
+    assert_same_training(finished_run, run)
+
+
+def test_deleted_checkpoints_of_an_unfinished_run_refuse(tmp_path, capsys):
+    """1. Two epochs in history.csv and every checkpoint gone: resume refuses (it used to retrain silently)."""
+    cfg = Config(method="colam", stages=2, **QUICK)
+    out = _train(cfg, tmp_path / "r", stages=1)
+    for p in (out / "checkpoints").iterdir():
+        p.unlink()
+    before = files(out)
+    with pytest.raises(RunError, match=r"history.csv holds 2 epochs; nothing was changed: .* --from-stage 0`$"):
+        Trainer(cfg, out=out)
+    assert files(out) == before
+
+
+@pytest.mark.parametrize("case", ["plain-folder", "symlinked-checkpoints", "fails-at-data-load"])
+def test_out_into_a_folder_that_is_not_a_run_changes_nothing(tmp_path, capsys, case):
+    """2. --out into a folder of the user's own files is refused before anything is written (it used to overwrite
+    same-named files and delete hidden *.tmp files, also when training then failed, and through a symlinked
+    checkpoints/); a folder that held nothing is left as it was when training fails to start."""
+    d = tmp_path / "d"
+    d.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.pt").write_bytes(b"mine")
+    extra = []
+    if case == "plain-folder":
+        (d / "checkpoints").mkdir()
+        (d / "history.csv").write_text("mine\n")
+        (d / ".draft.tmp").write_text("x")
+    elif case == "symlinked-checkpoints":
+        (d / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    else:
+        extra = ["--train-limit", "3"]  # fails while loading the data
+    before = {p.name: p.read_bytes() if p.is_file() else None for p in d.iterdir()}
+    code = main(["train", *CLI_QUICK, "--epochs", "2", "--stages", "2", "--out", str(d), *extra])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and ("train_limit=3" in line if extra else "training did not write" in line), line
+    assert {p.name: p.read_bytes() if p.is_file() else None for p in d.iterdir()} == before
+    assert [p.name for p in elsewhere.iterdir()] == ["mine.pt"]
+
+
+def test_symlinked_checkpoints_of_a_run_are_refused(tmp_path, capsys, finished_run):
+    """2, 3. A run whose checkpoints/ is a link: resume refuses to write through it."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "summary.json").unlink()
+    target = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(target)
+    (run / "checkpoints").symlink_to(target, target_is_directory=True)
+    before = files(target)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "checkpoints is a symbolic link" in one_line_error(capsys.readouterr().err)
+    assert files(target) == before
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_lock_file_is_never_opened_through_a_link(tmp_path, capsys, finished_run, link):
+    """3. A .lock that links to another file (another user's, on a shared runs folder) is refused; the file it
+    points to is left alone (it used to be truncated and overwritten with the pid)."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone else's notes\n")
+    (run / ".lock").unlink(missing_ok=True)
+    (os.symlink if link == "symlink" else os.link)(victim, run / ".lock")
+    assert main(["train", "--resume", str(run)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert ".lock" in line and ("symbolic link" if link == "symlink" else "hard link") in line
+    assert victim.read_text() == "someone else's notes\n"
+
+
+def test_a_closed_trainer_refuses_to_train(tmp_path):
+    """4. After close() the trainer holds no lock: it refuses to train (it used to train and write beside the
+    process that took the lock, pushing a finished run back)."""
+    cfg = Config(method="colam", stages=2, **QUICK)
+    out = tmp_path / "r"
+    t = Trainer(cfg, out=out)
+    t.run_stage()
+    t.close()
+    with Trainer(cfg, out=out) as other:  # the lock is free: another trainer finishes the run
+        other.run()
+    before = files(out)
+    for go in (t.run_stage, t.run):
+        with pytest.raises(RunError, match="was closed and no longer holds the lock"):
+            go()
+    assert files(out) == before and load_run(out).summary is not None
+
+
+def test_the_run_is_checked_under_the_lock(tmp_path, monkeypatch):
+    """5. A process that stalls between checking the folder and locking it (slow file system, Ctrl-Z) must not
+    overwrite the run another process finished meanwhile: the check happens under the lock."""
+    from colam_core import runs
+    other = _train(Config(method="hl", **dict(QUICK, epochs=2)), tmp_path / "other")
+    out = tmp_path / "r"
+    real_lock = runs.RunDir.lock
+
+    def stalled_lock(self):  # meanwhile another process trained a different configuration in the folder
+        import shutil
+        shutil.copytree(other, self.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+        return real_lock(self)
+    monkeypatch.setattr(runs.RunDir, "lock", stalled_lock)
+    with pytest.raises(RunError, match="already holds a different run"):
+        Trainer(Config(method="hl", **dict(QUICK, epochs=2, lr=0.1)), out=out)
+    monkeypatch.undo()
+    assert files(out) == files(other)
+
+
+def test_from_stage_on_a_finished_run_needs_force_and_keeps_a_copy(tmp_path, capsys, finished_run):
+    """6. --from-stage K on a healthy finished run used to rewrite last.pt, truncate the history and delete the
+    summary; it now needs --force, and then keeps a copy of every file it replaces."""
+    run = _copy_run(finished_run, tmp_path / "run")
+    before = files(run)
+    assert main(["train", "--resume", str(run), "--from-stage", "1"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "would replace the results" in line and "it is finished" in line and "--force" in line
+    assert files(run) == before
+    assert main(["train", "--resume", str(run), "--from-stage", "1", "--force", "--quiet"]) == 0
+    assert "a copy of the files it replaces is kept in" in capsys.readouterr().err
+    kept = next(p for p in run.iterdir() if p.name.startswith("replaced_"))
+    assert files(kept) == {k: v for k, v in before.items() if k in (
+        "history.csv", "soft_labels.npz", "summary.json", "checkpoints/last.pt", "checkpoints/stage_2.pt")}
+    assert_same_training(finished_run, run)  # training is deterministic: the rerun reaches the same result
+    with pytest.raises(ConfigError, match="--from-stage K"):
+        _config_from_cli(["train", "--resume", str(run), "--force"])
+
+
+def _config_from_cli(argv):
+    from colam_core.cli import _config_from_args, build_parser
+    return _config_from_args(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("case", ["loop", "outside", "twice"])
+def test_imagefolder_refuses_symlink_loops_and_files_outside_the_split(tmp_path, capsys, case):
+    """7. `train/cat/loop -> ..` turned 8 images into many and labelled dog images as cat, silently."""
+    root = tmp_path / "data"
+    write_folder(root)
+    cat = root / "train" / "cat"
+    if case == "loop":
+        (cat / "loop").symlink_to("..", target_is_directory=True)
+    elif case == "outside":
+        (tmp_path / "stray.png").write_bytes((root / "val" / "dog" / "img0.png").read_bytes())
+        (cat / "stray.png").symlink_to(tmp_path / "stray.png")
+    else:
+        (cat / "dogs").symlink_to(root / "train" / "dog", target_is_directory=True)
+    code = main(["train", "--dataset", "imagefolder", "--data-root", str(root), "--image-size", "32", "--epochs", "1",
+                 "--stages", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and {"loop": "a folder above it (a loop", "outside": "outside",
+                          "twice": "are the same image file"}[case] in line, line
+    assert not (tmp_path / "r").exists()
+
+
 # ============================================================================= bad input
 BAD_CLI = [
     pytest.param(["--lr", "0"], "--lr 0.0", id="lr-zero"),
@@ -443,6 +700,39 @@ BAD_CLI = [
     pytest.param(["--gamma", "0"], "--gamma 0.0", id="gamma-zero"),
     pytest.param(["--average", "median"], "--average 'median'", id="average-unknown"),
     pytest.param(["--update", "later"], "--update 'later'", id="update-unknown"),
+    pytest.param(["--T", "1_5"], "--T '1_5'", id="T-underscore"),
+    pytest.param(["--T", "١.٥"], "--T '١.٥'", id="T-arabic-indic"),
+    pytest.param(["--T", ""], "--T ''", id="T-empty"),
+    pytest.param(["--epochs", "١٢"], "--epochs '١٢'", id="epochs-arabic-indic"),
+    pytest.param(["--epochs", "1e1"], "--epochs '1e1'", id="epochs-exponent"),
+    pytest.param(["--weight-decay", "1e308"], "--weight-decay 1e+308", id="weight-decay-huge"),
+    pytest.param(["--weight-decay", "-0.1"], "--weight-decay -0.1", id="weight-decay-negative"),
+    pytest.param(["--seed", "18446744073709551616"], "--seed 18446744073709551616", id="seed-2-64"),
+    pytest.param(["--image-size", "20000"], "--image-size 20000", id="image-size-huge"),
+    pytest.param(["--image-size", "4"], "--image-size 4", id="image-size-tiny"),
+    pytest.param(["--num-workers", "100000"], "--num-workers 100000", id="num-workers-huge"),
+    pytest.param(["--amp", "fp16", "--device", "cpu"], "--amp 'fp16'", id="amp-fp16-on-cpu"),
+    pytest.param(["--amp", "fp8"], "--amp 'fp8'", id="amp-unknown"),
+    pytest.param(["--out", ""], "--out ''", id="out-empty"),
+    pytest.param(["--resume", "/nonexistent/run", "--out", "/elsewhere"], "--out '/elsewhere'",
+                 id="resume-out-elsewhere"),
+    pytest.param(["--force"], "--force True", id="force-without-from-stage"),
+    pytest.param(["--resume", "/nonexistent/run", "--from-stage", "-1"], "--from-stage -1", id="from-stage-negative"),
+    pytest.param(["--stages", "0"], "--stages 0", id="stages-zero"),
+    pytest.param(["--peer-filter", "best"], "--peer-filter 'best'", id="peer-filter-unknown"),
+    pytest.param(["--own-floor", "1"], "--own-floor 1.0", id="own-floor-one"),
+    pytest.param(["--method", "ls", "--peer-filter", "correct"], "--peer-filter 'correct'", id="peer-filter-not-colam"),
+    pytest.param(["--ls-eps", "1.5"], "--ls-eps 1.5", id="ls-eps-too-big"),
+    pytest.param(["--dl-alpha", "-1"], "--dl-alpha -1.0", id="dl-alpha-negative"),
+    pytest.param(["--cskd-T", "0"], "--cskd-T 0.0", id="cskd-T-zero"),
+    pytest.param(["--method", "cskd", "--batch-size", "1"], "--batch-size 1", id="cskd-batch-one"),
+    pytest.param(["--schedule", "step"], "--schedule 'step'", id="schedule-unknown"),
+    pytest.param(["--augment", "mixup"], "--augment 'mixup'", id="augment-unknown"),
+    pytest.param(["--optimizer", "adam"], "--optimizer 'adam'", id="optimizer-unknown"),
+    pytest.param(["--stage1-T", "-1"], "--stage1-T -1.0", id="stage1-T-negative"),
+    pytest.param(["--channels-last", "sometimes"], "--channels-last 'sometimes'", id="channels-last-text"),
+    pytest.param(["--test-limit", "0"], "--test-limit 0", id="test-limit-zero"),
+    pytest.param(["--device", "tpu"], "--device 'tpu'", id="device-unknown"),
 ]
 
 
@@ -453,6 +743,34 @@ def test_bad_cli_value(tmp_path, capsys, args, needle):
     line = one_line_error(capsys.readouterr().err)
     assert code == 2 and needle in line and "allowed" in line
     assert not out.exists()  # refused before anything was written
+
+
+SOFT_LABEL_MATRICES = {
+    "negative": (np.array([[1.5, -0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "row 0 has min -0.5"),
+    "all-zero-row": (np.diag([1.0, 1.0, 1.0, 0.0]), "row 3 has min 0 and sum 0"),
+    "unnormalised": (np.eye(4) * 3, "row 0 has min 0 and sum 3"),
+    "complex": (np.eye(4, dtype=complex), "got a complex128 array"),
+    "bool": (np.eye(4, dtype=bool), "got a bool array"),
+    "string": (np.array([["a"] * 4] * 4), "got a <U1 array"),
+    "nan": (np.full((4, 4), np.nan), "row 0 has min nan"),
+    "not-square": (np.full((4, 3), 1 / 3), "got shape (4, 3)"),
+    "one-class": (np.ones((1, 1)), "got shape (1, 1)"),
+    "wrong-class-count": (np.eye(3), "a 4 x 4 matrix for this dataset"),
+}
+
+
+@pytest.mark.parametrize("case", list(SOFT_LABEL_MATRICES))
+def test_bad_fixed_targets_matrix(tmp_path, capsys, case):
+    """Soft labels a user hands to --method fixed must be probabilities: negative rows used to train to accuracy 0,
+    a string matrix was a traceback."""
+    m, needle = SOFT_LABEL_MATRICES[case]
+    f = tmp_path / "labels.npy"
+    np.save(f, m)
+    code = main(["train", *CLI_QUICK, "--method", "fixed", "--fixed-targets", str(f), "--epochs", "1", "--stages",
+                 "1", "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and "--fixed-targets" in line and needle in line, line
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("content", [
@@ -472,6 +790,29 @@ def test_bad_config_file(tmp_path, capsys, content):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("case", ["dev-zero", "fifo", "too-big", "nested", "not-utf8", "directory"])
+def test_config_file_that_is_not_a_small_json_file(tmp_path, capsys, case):
+    """--config /dev/zero used to eat memory until MemoryError; a FIFO would hang; a deeply nested file raised
+    RecursionError. Only a regular file of at most 1 MiB is read."""
+    f = tmp_path / "opts.json"
+    if case == "dev-zero":
+        f = Path("/dev/zero")
+    elif case == "fifo":
+        os.mkfifo(f)
+    elif case == "too-big":
+        f.write_text('{"T": 1.5, "extra": {"pad": "' + "x" * (2 << 20) + '"}}')
+    elif case == "nested":
+        f.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "not-utf8":
+        f.write_bytes(b'{"T": "\xff\xfe"}')
+    else:
+        f.mkdir()
+    code = main(["train", "--config", str(f), "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys.readouterr().err)
+    assert code == 2 and "--config" in line and "allowed: a readable JSON file of options" in line, line
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "done"
@@ -486,10 +827,20 @@ def _copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case", ["resume-with-options", "out-is-a-file", "corrupt-config-json", "from-stage-missing",
-                                  "show-unknown-directory", "show-corrupt-soft-labels", "config-json-not-training"])
+RUN_DIR_CASES = ["resume-with-options", "out-is-a-file", "corrupt-config-json", "from-stage-missing",
+                 "show-unknown-directory", "show-corrupt-soft-labels", "config-json-not-training",
+                 "resume-with-config", "show-history-binary", "show-history-empty", "show-history-ragged",
+                 "show-history-not-numeric", "show-history-fifo", "show-summary-not-json", "show-summary-a-list",
+                 "show-config-lacks-method", "show-config-lacks-num-stages", "show-soft-labels-nan",
+                 "show-soft-labels-bool", "show-soft-labels-wrong-shape", "resume-summary-is-a-link",
+                 "resume-config-is-a-link", "from-stage-zero-of-a-finished-run", "resume-last-pt-is-a-fifo"]
+
+
+@pytest.mark.parametrize("case", RUN_DIR_CASES)
 def test_bad_run_directory(tmp_path, capsys, finished_run, case):
     run = _copy_run(finished_run, tmp_path / "run")
+    opts = tmp_path / "opts.json"
+    opts.write_text('{"T": 3}')
     argv, needle = {
         "resume-with-options": (["train", "--resume", str(run), "--epochs", "8"], "do not pass options (--epochs)"),
         "out-is-a-file": (["train", "--dataset", "synthetic", "--epochs", "1", "--stages", "1",
@@ -500,6 +851,25 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
         "show-unknown-directory": (["show", str(tmp_path / "nope")], "is not a run directory"),
         "show-corrupt-soft-labels": (["show", str(run)], "soft_labels.npz"),
         "config-json-not-training": (["train", "--resume", str(run)], "was not written by training"),
+        "resume-with-config": (["train", "--resume", str(run), "--config", str(opts)],
+                               "do not pass options (--config)"),
+        "show-history-binary": (["show", str(run)], "history.csv"),
+        "show-history-empty": (["show", str(run)], "history.csv: EmptyDataError"),
+        "show-history-ragged": (["show", str(run)], "history.csv: ParserError"),
+        "show-history-not-numeric": (["show", str(run)], "has no numeric column 'epoch'"),
+        "show-history-fifo": (["show", str(run)], "history.csv is not a regular file"),
+        "show-summary-not-json": (["show", str(run)], "summary.json of this run directory is damaged"),
+        "show-summary-a-list": (["show", str(run)], "summary.json holds a list"),
+        "show-config-lacks-method": (["show", str(run)], "lacks config.method"),
+        "show-config-lacks-num-stages": (["show", str(run)], "lacks num_stages"),
+        "show-soft-labels-nan": (["show", str(run)], "with values that are not finite"),
+        "show-soft-labels-bool": (["show", str(run)], "stage_1 is a bool array"),
+        "show-soft-labels-wrong-shape": (["show", str(run)], "expected a finite numeric 4 x 4 matrix"),
+        "resume-summary-is-a-link": (["train", "--resume", str(run)], "summary.json is a symbolic link"),
+        "resume-config-is-a-link": (["train", "--resume", str(run)], "config.json is a symbolic link"),
+        "from-stage-zero-of-a-finished-run": (["train", "--resume", str(run), "--from-stage", "0"],
+                                              "would replace the results"),
+        "resume-last-pt-is-a-fifo": (["train", "--resume", str(run)], "last.pt is not a file"),
     }[case]
     if case == "corrupt-config-json":
         (run / "config.json").write_text('{"config": {"method": ')
@@ -507,6 +877,7 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
         (run / "soft_labels.npz").write_bytes(b"PK\x03\x04 broken zip")
     if case == "config-json-not-training":
         (run / "config.json").write_text('{"hello": 1}')
+    _damage_run(run, case, tmp_path)
     before = files(run)
     code = main(argv)
     line = one_line_error(capsys.readouterr().err)
@@ -514,7 +885,57 @@ def test_bad_run_directory(tmp_path, capsys, finished_run, case):
     assert files(run) == before
 
 
-@pytest.mark.parametrize("where", ["resume", "load_run"])
+def _damage_run(run: Path, case: str, tmp_path: Path) -> None:
+    """Damage a copied run directory the way `case` names (test_bad_run_directory)."""
+    import json
+    hist, summary, cfg, soft = (run / n for n in ("history.csv", "summary.json", "config.json", "soft_labels.npz"))
+    resolved = json.loads(cfg.read_text()) if case.startswith("show-config") else None
+    if case == "show-history-binary":
+        hist.write_bytes(bytes(range(256)) * 4)
+    elif case == "show-history-empty":
+        hist.write_bytes(b"")
+    elif case == "show-history-ragged":
+        hist.write_text("epoch,stage\n1,1\n2,1,7,8\n")
+    elif case == "show-history-not-numeric":
+        hist.write_text("epoch,stage,test_acc\none,1,0.5\n")
+    elif case == "show-history-fifo":
+        hist.unlink()
+        os.mkfifo(hist)
+    elif case == "show-summary-not-json":
+        summary.write_text("{not json")
+    elif case == "show-summary-a-list":
+        summary.write_text("[1, 2]")
+    elif case == "show-config-lacks-method":
+        del resolved["config"]["method"]
+        cfg.write_text(json.dumps(resolved))
+    elif case == "show-config-lacks-num-stages":
+        del resolved["num_stages"]
+        cfg.write_text(json.dumps(resolved))
+    elif case.startswith("show-soft-labels-"):
+        m = {"nan": np.full((4, 4), np.nan), "bool": np.eye(4, dtype=bool), "wrong-shape": np.eye(3)}[case[17:]]
+        np.savez(soft, stage_1=m)
+    elif case in ("resume-summary-is-a-link", "resume-config-is-a-link"):
+        p = summary if "summary" in case else cfg
+        p.rename(tmp_path / p.name)
+        p.symlink_to(tmp_path / p.name)
+    elif case == "resume-last-pt-is-a-fifo":
+        summary.unlink()
+        (run / "checkpoints" / "last.pt").unlink()
+        os.mkfifo(run / "checkpoints" / "last.pt")
+
+
+def test_show_reads_a_config_json_with_keys_it_does_not_know(tmp_path, capsys, finished_run):
+    """A config.json from a newer version (an extra key in its dataset description) used to be a traceback."""
+    import json
+    run = _copy_run(finished_run, tmp_path / "run")
+    resolved = json.loads((run / "config.json").read_text())
+    resolved["dataset"]["license"] = "CC-BY"
+    (run / "config.json").write_text(json.dumps(resolved))
+    assert main(["show", str(run)]) == 0
+    assert "colam on synthetic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["resume", "load_run", "from-stage"])
 def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
     other = tmp_path / "other"
     with Trainer(Config(method="colam", stages=2, **dict(QUICK, model="resnet20", train_limit=8, test_limit=8)),
@@ -529,6 +950,13 @@ def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
         line = one_line_error(capsys.readouterr().err)
         assert code == 2 and "belongs to another configuration (model: 'resnet20' in the checkpoint" in line
         assert files(run) == before
+    elif where == "from-stage":  # the foreign file is named, not last.pt
+        (run / "checkpoints" / "stage_1.pt").write_bytes((other / "checkpoints" / "stage_1.pt").read_bytes())
+        before = files(run)
+        assert main(["train", "--resume", str(run), "--from-stage", "1", "--force"]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "stage_1.pt belongs to another configuration (model: 'resnet20'" in line and "last.pt" not in line
+        assert files(run) == before
     else:
         (run / "checkpoints" / "stage_1.pt").write_bytes((other / "checkpoints" / "stage_1.pt").read_bytes())
         with pytest.raises(RunError, match="does not fit model 'small_cnn'.*another model"):
@@ -536,11 +964,13 @@ def test_checkpoint_from_another_model(tmp_path, capsys, finished_run, where):
 
 
 DATA_CASES = ["cifar-truncated", "cifar-wrong-shape", "cifar-label-out-of-range", "cifar-malicious",
-              "fashion-truncated", "imagefolder-empty-class", "imagefolder-not-an-image", "train-limit-below-classes"]
+              "fashion-truncated", "imagefolder-empty-class", "imagefolder-not-an-image", "train-limit-below-classes",
+              "fashion-no-test-images", "fashion-no-train-images", "imagefolder-one-class",
+              "imagefolder-decompression-bomb", "imagefolder-class-folder-outside", "imagefolder-only-val-class"]
 
 
 @pytest.mark.parametrize("case", DATA_CASES)
-def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
+def test_bad_data_files_through_the_cli(tmp_path, capsys, monkeypatch, case):
     rng = np.random.default_rng(3)
     root = tmp_path / "data"
     out = tmp_path / "r"
@@ -574,11 +1004,29 @@ def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
         p = root / "train-images-idx3-ubyte"
         p.write_bytes(p.read_bytes()[:-10])
         dataset, needle = "fashion_mnist", "train-images-idx3-ubyte' is truncated"
+    elif case.startswith("fashion-no-"):  # found only after the whole training, or a traceback
+        split = case.split("-")[2]
+        write_fashion(root, rng, gz=False, **{f"n_{split}": 0})
+        dataset, needle = "fashion_mnist", f"the {'training' if split == 'train' else 'test'} split holds 0 images"
     else:
-        write_folder(root)
+        write_folder(root, classes=("cat",) if case == "imagefolder-one-class" else ("cat", "dog"))
         dataset = "imagefolder"
         extra = ["--image-size", "32"]
-        if case == "imagefolder-empty-class":
+        if case == "imagefolder-one-class":
+            needle = "has 1 class folder(s) ['cat']; classification needs at least 2"
+        elif case == "imagefolder-decompression-bomb":
+            monkeypatch.setattr("PIL.Image.MAX_IMAGE_PIXELS", 100)  # the 40x36 test images: over twice the limit
+            extra += ["--num-workers", "0"]
+            needle = "DecompressionBombError"
+        elif case == "imagefolder-class-folder-outside":
+            (tmp_path / "birds").mkdir()
+            (root / "train" / "bird").symlink_to(tmp_path / "birds", target_is_directory=True)
+            (root / "val" / "bird").mkdir()
+            needle = "outside"
+        elif case == "imagefolder-only-val-class":
+            (root / "val" / "bird").mkdir()
+            needle = "['bird'] exist in"
+        elif case == "imagefolder-empty-class":
             (root / "train" / "bird").mkdir()
             (root / "val" / "bird").mkdir()
             needle = "bird'] contain no image files (allowed extensions"
@@ -592,7 +1040,7 @@ def test_bad_data_files_through_the_cli(tmp_path, capsys, case):
     line = one_line_error(capsys.readouterr().err)
     assert code == 2 and needle in line, line
     assert not (tmp_path / "pwned").exists()
-    if case != "imagefolder-not-an-image":  # found while loading: nothing is left behind
+    if case not in ("imagefolder-not-an-image", "imagefolder-decompression-bomb"):  # found while loading
         assert not out.exists()
 
 
@@ -616,6 +1064,11 @@ NOTEBOOK_BAD = [
     pytest.param({"batch_size": True}, "batch_size", "an integer >= 1", id="batch-size-bool"),
     pytest.param({"epochs": 10, "stages": 4}, "epochs", "a multiple of stages=4", id="epochs-not-multiple"),
     pytest.param({"hard_weight": "1.5"}, "hard_weight", "<= 1", id="hard-weight-too-big"),
+    pytest.param({"T": "1_5"}, "T", "a number (digits 0-9", id="T-underscore-text"),
+    pytest.param({"seed": 1e20}, "seed", "an integer from 0 to 4294967295", id="seed-1e20"),
+    pytest.param({"amp": "fp16", "device": "cpu"}, "amp", "auto, off or bf16", id="amp-fp16-cpu"),
+    pytest.param({"image_size": "20000", "dataset": "imagefolder"}, "image_size", "from 8 to 4096",
+                 id="image-size-huge"),
 ]
 
 
@@ -638,7 +1091,7 @@ def test_validate_params_accepts_papermill_values():
 
 
 API_BAD = ["unknown-key", "string-number", "load-run-missing", "soft-labels-missing-stage", "model-missing-stage",
-           "config-not-a-dict"]
+           "config-not-a-dict", "from-stage-negative", "from-stage-text", "trainer-out-holds-files"]
 
 
 @pytest.mark.parametrize("case", API_BAD)
@@ -659,19 +1112,30 @@ def test_python_api_bad_input(tmp_path, finished_run, case):
     elif case == "model-missing-stage":
         with pytest.raises(KeyError, match=r"no checkpoint for stage 9; available: \[1, 2\]"):
             load_run(finished_run).model(9)
+    elif case in ("from-stage-negative", "from-stage-text"):
+        with pytest.raises(ConfigError, match="from_stage: invalid value .*; allowed: a stage number K >= 0"):
+            Trainer(Config(**QUICK), out=tmp_path / "r", from_stage=-1 if case.endswith("negative") else "2")
+        assert not (tmp_path / "r").exists()
+    elif case == "trainer-out-holds-files":
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes" / "summary.json").write_text("my own")
+        with pytest.raises(RunError, match=r"holds files that training did not write \(summary.json\)"):
+            Trainer(Config(**QUICK), out=tmp_path / "notes")
+        assert [p.name for p in (tmp_path / "notes").iterdir()] == ["summary.json"]
     else:
         with pytest.raises(ConfigError, match="params"):
             validate_params([("T", 1.5)])
 
 
-def test_bad_input_table_lists_30_rows_and_every_test_exists():
+def test_bad_input_table_lists_150_rows_and_every_test_exists():
     """docs/RELIABILITY.md keeps the bad-input table; every test it names must exist in tests/."""
     text = (ROOT / "docs" / "RELIABILITY.md").read_text()
     section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("|") and not set(ln) <= set("|-: ")]
     header, rows = rows[0], rows[1:]
     assert "test" in header.lower()
-    assert len(rows) >= 30, len(rows)
+    assert len(rows) >= 150, len(rows)
+    assert [int(c.strip("| ").split(" |")[0]) for c in rows] == list(range(1, len(rows) + 1)), "rows are numbered"
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
     inputs = [c[2] for c in cells]
     assert len(set(inputs)) == len(inputs), "every row is a distinct bad input"

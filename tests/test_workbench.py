@@ -17,6 +17,7 @@ import workbench
 from colam_core import Config, Trainer, analysis, load_run
 from colam_core import progress as colam_progress
 from colam_core.sweeps import grid_table, temperature_table
+from colam_core.runs import RunError
 from workbench import (RepresentationExplorer, RunComparison, SoftLabelExplorer, StageStepper, display_mode,
                        figures, set_display_mode)
 from workbench import display as wdisplay
@@ -547,6 +548,23 @@ def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="went away"):   # static mode: shown and raised
             static.run_all()
         assert "went away" in static.error_area.value and not static.running
+
+
+def test_a_closed_stage_stepper_never_trains_again(tmp_path):
+    """Issue 15, case 4: a click after close() used to train beside the process that took the lock."""
+    cfg = Config(method="colam", epochs=4, stages=2, **TINY)
+    s = StageStepper(cfg, out=tmp_path / "r", mode="static")
+    s.run_stage()
+    s.close()
+    assert s.next_button.disabled and s.all_button.disabled
+    other = StageStepper(cfg, out=tmp_path / "r", mode="static")
+    other.run_all()
+    summary = (tmp_path / "r" / "summary.json").read_bytes()
+    with pytest.raises(RunError, match="was closed"):  # static mode: shown and raised, as any failure
+        s.run_all()
+    assert "was closed" in s.error_area.value and s.trainer.epoch == 2
+    other.close()
+    assert (tmp_path / "r" / "summary.json").read_bytes() == summary and len(load_run(tmp_path / "r").history) == 4
 
 
 def test_stage_stepper_stop_leaves_a_resumable_run(tmp_path):

@@ -183,6 +183,7 @@ class StageStepper(_Widget):
         self.error: BaseException | None = None
         self._soft: dict[str, np.ndarray] = dict(getattr(t, "soft_label_history", {}) or {})
         self._busy = False
+        self._closed = False
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._num_batches: int | None = None
@@ -243,15 +244,25 @@ class StageStepper(_Widget):
         return self._busy
 
     def close(self) -> None:
-        """Stop a running training, wait for it, and release the run directory when this widget built the trainer."""
+        """Stop a running training, wait for it, and release the run directory when this widget built the trainer.
+        A closed stepper never trains again (its buttons are disabled; a call raises RunError)."""
         self.stop()
         self.wait()
+        self._closed = True
+        self._update_buttons()
         self.trainer.unsubscribe(self._on_event)
         if self._owns_trainer:
             self.trainer.close()
 
     # ------------------------------------------------------------ running
     def _start(self, fn: Callable[[], Any]) -> None:
+        if self._closed:
+            self.error = RunError(f"this stage stepper was closed and released {self.trainer.out}; nothing was "
+                                  "trained: build a new StageStepper to go on")
+            self.error_area.value = _error_html(str(self.error))
+            if not self.interactive:
+                raise self.error
+            return
         with self._busy_lock:
             start = not self._busy and not self.trainer.done
             if start:
@@ -282,7 +293,7 @@ class StageStepper(_Widget):
             self._update_buttons()
 
     def _update_buttons(self) -> None:
-        done = self.trainer.done
+        done = self.trainer.done or self._closed
         self.next_button.disabled = self.all_button.disabled = self._busy or done
         self.stop_button.disabled = not self._busy
 

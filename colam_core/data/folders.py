@@ -3,6 +3,9 @@ disk through :class:`~torch.utils.data.DataLoader` workers with torchvision tran
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -19,15 +22,66 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _load_image_rgb(path: str):
-    """PIL loader for ImageFolder that turns undecodable files into a DataError naming them."""
+    """PIL loader for ImageFolder that turns undecodable files (and decompression bombs: more pixels than PIL's
+    limit, Image.MAX_IMAGE_PIXELS) into a DataError naming them."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode image file '{path}': {type(e).__name__}: {e}") from e
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def scan_split(split_dir: Path, extensions: tuple[str, ...]) -> tuple[list[str], list[tuple[str, int]]]:
+    """The classes (sorted sub-folders) and the (path, class index) samples of ``split_dir``, in the order of
+    torchvision's ImageFolder. Links are followed inside ``split_dir`` only: one that leads outside it, loops
+    back to a folder above itself, or reaches an image a second time (it would count twice, or under another
+    class) is a DataError naming it."""
+    top = os.path.realpath(split_dir)
+    with os.scandir(split_dir) as it:
+        classes = sorted(e.name for e in it if e.is_dir())
+    samples, seen = [], {}
+    for ci, c in enumerate(classes):
+        found = []
+        start = os.path.join(split_dir, c)
+        stack = [(start, _resolved(start, top, split_dir))]
+        while stack:
+            d, real_d = stack.pop()
+            with os.scandir(d) as it:
+                for e in it:
+                    link = e.is_symlink()
+                    real = _resolved(e.path, top, split_dir) if link else os.path.join(real_d, e.name)
+                    if e.is_dir():
+                        if link and _inside(real_d, real):
+                            raise DataError(f"imagefolder: '{e.path}' is a symbolic link to '{real}', a folder "
+                                            "above it (a loop: its images would be counted again and again); "
+                                            "remove the link")
+                        stack.append((e.path, real))
+                    elif e.is_file() and e.name.lower().endswith(extensions):
+                        if real in seen:
+                            raise DataError(f"imagefolder: '{e.path}' and '{seen[real]}' are the same image file "
+                                            f"('{real}', reached through a symbolic link); each image must appear "
+                                            "once, under its own class")
+                        seen[real] = e.path
+                        found.append((d, e.name))
+        samples += [(os.path.join(d, name), ci) for d, name in sorted(found)]
+    return classes, samples
+
+
+def _resolved(path: str, top: str, split_dir) -> str:
+    """Where a link leads; outside the split folder is a DataError (a tree of links into another split, or
+    elsewhere on disk, would mix in images that are not this split's)."""
+    real = os.path.realpath(path)
+    if not _inside(real, top):
+        raise DataError(f"imagefolder: '{path}' is a symbolic link to '{real}', outside '{split_dir}'; every image "
+                        "of a split must lie inside its folder (copy the files in instead of linking them)")
+    return real
 
 
 class _IndexedFolder(torch.utils.data.Dataset):

@@ -4,7 +4,6 @@ and calls the spec's loader."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from .discovery import (
     _locate,
     _missing_error,
 )
-from .folders import FolderData, _load_image_rgb
+from .folders import FolderData, scan_split
 from .formats import _load_cifar10_dir, _load_cifar100_dir, _load_fashion_dir
 from .registry import DATASETS, DatasetSpec, LoadRequest, check_dataset_args, register_dataset
 from .seeding import _derive_seed
@@ -118,6 +117,10 @@ def _build_synthetic(seed: int):
 def _in_memory(spec: DatasetSpec, req: LoadRequest, x_tr, y_tr, x_te, y_te, class_names=None,
                coarse_labels=None, coarse_names=None) -> InMemoryData:
     """Apply the limits and hold the uint8 splits as :class:`InMemoryData` with the spec's defaults."""
+    for split, x in (("training", x_tr), ("test", x_te)):
+        if len(x) == 0:
+            raise DataError(f"{spec.name}: the {split} split holds 0 images (data root {req.data_root or 'default'});"
+                            " each split needs at least one: check that the data files are complete")
     x_tr, y_tr, x_te, y_te = _apply_limits(x_tr, y_tr, x_te, y_te, req.train_limit, req.test_limit)
     if class_names is None:
         class_names = list(spec.class_names)
@@ -169,16 +172,15 @@ def _load_cifar100(spec: DatasetSpec, req: LoadRequest) -> InMemoryData:
 
 @register_dataset("imagefolder", native_size=None, padding=0, flip=True, check_root=_check_imagefolder_root)
 def _load_imagefolder(spec: DatasetSpec, req: LoadRequest) -> FolderData:
-    from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     root = _check_imagefolder_root(req.data_root)
-    classes = {}
+    classes, samples = {}, {}
     for split in ("train", "val"):
-        with os.scandir(root / split) as it:
-            classes[split] = sorted(e.name for e in it if e.is_dir())
-    if not classes["train"]:
-        raise DataError(f"imagefolder: '{root / 'train'}' has no class folders; expected train/<class>/*.jpg")
+        classes[split], samples[split] = scan_split(root / split, IMG_EXTENSIONS)
+    if len(classes["train"]) < 2:
+        raise DataError(f"imagefolder: '{root / 'train'}' has {len(classes['train'])} class folder(s) "
+                        f"{classes['train']}; classification needs at least 2 (train/<class>/*.jpg)")
     only_train = sorted(set(classes["train"]) - set(classes["val"]))
     only_val = sorted(set(classes["val"]) - set(classes["train"]))
     if only_train:
@@ -187,22 +189,13 @@ def _load_imagefolder(spec: DatasetSpec, req: LoadRequest) -> FolderData:
     if only_val:
         raise DataError(f"imagefolder: class folder(s) {only_val} exist in '{root / 'val'}' but are "
                         f"missing in '{root / 'train'}'; both splits need the same classes")
-    samples = {}
+    class_names = classes["train"]
     for split in ("train", "val"):
-        try:
-            ds = ImageFolder(str(root / split), loader=_load_image_rgb, allow_empty=True)
-        except TypeError:  # torchvision < 0.17 has no allow_empty
-            try:
-                ds = ImageFolder(str(root / split), loader=_load_image_rgb)
-            except FileNotFoundError as e:
-                raise DataError(f"imagefolder: {e}") from e
-        counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(ds.classes))
-        empty = [ds.classes[i] for i in np.flatnonzero(counts == 0)]
+        counts = np.bincount(np.asarray([t for _, t in samples[split]], dtype=np.int64), minlength=len(class_names))
+        empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
         if empty:
             raise DataError(f"imagefolder: class folder(s) {[str(root / split / c) for c in empty]} contain "
                             f"no image files (allowed extensions: {', '.join(IMG_EXTENSIONS)})")
-        samples[split] = ds.samples
-        class_names = ds.classes
     for key, limit, what in (("train", req.train_limit, "train_limit"), ("val", req.test_limit, "test_limit")):
         if limit is not None:
             keep = stratified_subset(torch.tensor([t for _, t in samples[key]]), limit, what)

@@ -11,9 +11,10 @@ from .naming import _as_config, _check_options, _tags, check_name
 
 
 def _check_unique(option: str, values: Sequence) -> list:
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__iter__") or not hasattr(values, "__len__") \
+            or len(values) == 0:  # a single value (papermill's -p intervals 3) is not a list of them
+        raise ConfigError(option, values, "a non-empty list")
     vals = list(values)
-    if not vals:
-        raise ConfigError(option, vals, "a non-empty list")
     seen = []
     for v in vals:
         if any(v == s and type(v) is type(s) for s in seen):

@@ -87,8 +87,7 @@ class TrainState:
         """Keep the labels learned at the end of `stage` (refused when not finite: the outputs overflowed)."""
         if not np.all(np.isfinite(soft)):
             raise TrainingError(f"the soft labels learned at the end of stage {stage} are not finite (the model's "
-                                f"outputs overflowed); training stopped and the last good checkpoint {kept} is kept "
-                                "(lower --lr or --T)")
+                                f"outputs overflowed); training stopped and {kept()} (lower --lr or --T)")
         self.soft_labels[stage_key(stage)] = soft
         self.update_seconds.append(seconds)
 

@@ -89,11 +89,12 @@ class TrainStep:
         return loss, z, yy
 
     def check_finite(self, stage: int, epoch: int, kept) -> None:
-        """Raise TrainingError (on every rank) if a loss of this epoch was not finite."""
+        """Raise TrainingError (on every rank) if a loss of this epoch was not finite; `kept()` says what a
+        resume starts from."""
         bad = self.strategy.first_bad(int(self._bad))
         if bad >= 0:
             raise TrainingError(f"non-finite loss at stage {stage}, epoch {epoch}, batch {bad + 1}; training "
-                                f"stopped and the last good checkpoint {kept} is kept (lower --lr, or check the data)")
+                                f"stopped and {kept()} (lower --lr, or check the data)")
 
 
 def train_one_epoch(step: TrainStep, data, state, ctx: StepContext, *, sampler, emit, stop_flag, kept) -> bool:

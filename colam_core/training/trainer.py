@@ -25,7 +25,8 @@ from ..data import load_dataset
 from ..methods import StepContext, build_method
 from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
-from ..runs import FAULT, dataset_kwargs, fault_point
+from ..errors import ConfigError, RunError
+from ..runs import FAULT, check_fault_spec, dataset_kwargs, fault_point
 from ..tracking import make_trackers
 from .auto import resolve_system, set_deterministic
 from .evaluation import evaluate
@@ -41,9 +42,14 @@ class Trainer(EventSource):
     """Train one run; see the module docstring and docs/ARCHITECTURE.md."""
 
     def __init__(self, cfg: Config | dict, out: str | Path | None = None, progress: bool = False,
-                 listeners: tuple[Callable, ...] = (), from_stage: int | None = None):
+                 listeners: tuple[Callable, ...] = (), from_stage: int | None = None, force: bool = False):
         cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).validate()
+        check_fault_spec()
+        if from_stage is not None and (isinstance(from_stage, bool) or not isinstance(from_stage, int)
+                                       or from_stage < 0):
+            raise ConfigError("from_stage", from_stage, "a stage number K >= 0 (0: the start)")
         self.cfg = cfg
+        self._closed = False
         self.out = Path(out) if out is not None else Path("runs") / (
             cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
         super().__init__(listeners)
@@ -54,8 +60,8 @@ class Trainer(EventSource):
         self._trackers = []
         self._undo_deterministic = set_deterministic(cfg.deterministic)  # process-wide: undone by close()
         try:
-            existing, resume = self.recorder.open(cfg.fingerprint(), from_stage)
-            self.strategy.run(lambda: self._setup(existing, resume, from_stage))
+            existing = self.recorder.open(cfg.fingerprint(), from_stage)
+            self.strategy.run(lambda: self._setup(existing, from_stage, force))
             if self.strategy.is_main:  # --log: TensorBoard / MLflow mirrors of the run directory (tracking.py)
                 self._trackers = make_trackers(cfg, self.out, self.resolved, self.epoch)
                 for tracker in self._trackers:
@@ -69,7 +75,7 @@ class Trainer(EventSource):
             from ..progress import TqdmListener
             self.subscribe(TqdmListener())
 
-    def _setup(self, existing: dict | None, resume: str | None, from_stage: int | None) -> None:
+    def _setup(self, existing: dict | None, from_stage: int | None, force: bool) -> None:
         cfg, strategy = self.cfg, self.strategy
         self.data = load_dataset(cfg.dataset, **dataset_kwargs(cfg.to_dict(), device=self.device))
         self.info = self.data.info
@@ -85,12 +91,11 @@ class Trainer(EventSource):
         self.state = TrainState(self.device)
         self.summary: dict | None = None
         self._build_model(generation=1)
-        ckpt = self.recorder.load_resume(resume, from_stage, cfg.fingerprint())
+        ckpt = self.recorder.load_resume(from_stage, cfg.fingerprint(), self.total_epochs, force)
         if ckpt is not None:
             self._load(ckpt)
         self.resolved = describe_run(self)
-        self.recorder.start(self.resolved, self.state, repair=existing is not None,
-                            stage_checkpoint=ckpt if resume == "stage" else None, done=self.done)
+        self.recorder.start(self.resolved, self.state, done=self.done)
 
     def _new_model(self, generation: int, pretrained=None) -> torch.nn.Module:
         """A fresh model of `generation` (seeded apart), on the device, in the run's layout; `pretrained`
@@ -135,7 +140,7 @@ class Trainer(EventSource):
                 self._attach_teacher(teacher, self.strategy.eval_forward(teacher, self.cfg.compile))
             self._build_model(generation=gen)
         self.state.restore(ckpt, self.model, self.optimizer, self.step.scaler, self.method,
-                           where=f"checkpoint {self.recorder.last_path}", model_name=self.cfg.model)
+                           where=f"checkpoint {self.recorder.resumed_from}", model_name=self.cfg.model)
         self.strategy.after_load(self.state.running, self.method)
 
     # ---------------------------------------------------------------- public
@@ -159,7 +164,9 @@ class Trainer(EventSource):
 
     def close(self, clean: bool = True) -> None:
         """Release the run directory's lock (and, under DDP, the process group this trainer created); end the
-        tracking runs of an unfinished run (KILLED: resumable, or FAILED after an error)."""
+        tracking runs of an unfinished run (KILLED: resumable, or FAILED after an error); a closed trainer refuses
+        to train."""
+        self._closed = True
         for tracker in self._trackers:
             tracker.close("KILLED" if clean else "FAILED")
         self.recorder.close()
@@ -175,6 +182,7 @@ class Trainer(EventSource):
 
     def run_stage(self) -> StageEvent | None:
         """Run the epochs of the next stage. Returns its StageEvent, or None if stopped early / already done."""
+        self._check_open()
         with StopOnSignal(self._stop, self.strategy.enabled):
             self._stop.clear()
             if self.done:
@@ -184,12 +192,18 @@ class Trainer(EventSource):
 
     def run(self) -> dict | None:
         """Run all remaining stages. Returns the summary, or None if stopped early."""
+        self._check_open()
         with StopOnSignal(self._stop, self.strategy.enabled):
             self._stop.clear()
             while not self.done:
                 if self._run_stage() is None and not self.done:
                     return None
             return self._finish()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunError(f"this Trainer was closed and no longer holds the lock of {self.out}; nothing was "
+                           f"trained: create a new Trainer(cfg, out={str(self.out)!r}) to go on")
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> tuple[float, float]:
@@ -241,7 +255,7 @@ class Trainer(EventSource):
         self.model.train()
         if not train_one_epoch(self.step, self.data, state, ctx, sampler=self._sampler,
                                emit=self._emit if self._listeners else None, stop_flag=self._stop,
-                               kept=self.recorder.last_path):
+                               kept=self.recorder.kept):
             self.recorder.save_last(self._checkpoint())
             self._emit(StoppedEvent(stage, epoch, state.batch))
             return False
@@ -276,7 +290,7 @@ class Trainer(EventSource):
             torch.cuda.synchronize()
         upd_s = time.perf_counter() - t1
         if soft is not None:
-            self.state.add_soft_labels(ctx.stage, soft, upd_s, kept=self.recorder.last_path)
+            self.state.add_soft_labels(ctx.stage, soft, upd_s, kept=self.recorder.kept)
             warning = update_warning(ctx.stage, soft, getattr(self.method, "no_peer_classes", []),
                                      self.info.class_names, self.cfg.warn_own_mass)
             if warning is not None:
