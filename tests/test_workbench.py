@@ -40,12 +40,17 @@ def arr(v):
 
 def same_figure(view, fig):
     """A live view shows exactly ``fig`` (trace uids aside; an emptied array counts as absent)."""
-    a, b = view.to_dict(), fig.to_dict()
+    a, b = (json.loads(go.Figure(f).to_json()) for f in (view, fig))
     for t in a["data"] + b["data"]:
         t.pop("uid", None)
     for d in (a, b):
-        d["layout"] = {k: v for k, v in d["layout"].items() if v != []}
+        d["layout"] = {k: v for k, v in d["layout"].items() if v not in ([], {})}
     return a == b
+
+
+def plain(values):
+    """Table cells as the user reads them (the figures write spaces as non-breaking spaces, see figures._nowrap)."""
+    return [str(v).replace(figures.NBSP, " ") for v in values]
 
 
 def soft_by_stage(*mats):
@@ -164,15 +169,47 @@ def test_learning_curves_one_run_overlay_and_empty(tiny_runs):
 
 def test_soft_label_heatmap_draws_the_matrix_and_outlines_the_picked_row():
     rng = np.random.default_rng(0)
-    s = rng.dirichlet(np.ones(10), size=10)
+    s = 0.5 * np.eye(10) + 0.5 * rng.dirichlet(np.ones(10), size=10)   # healthy: every row peaks on itself
     names = [f"c{i}" for i in range(10)]
     fig = figures.soft_label_heatmap(s, names, highlight=3)
     np.testing.assert_array_equal(arr(fig.data[0].z), s)
     assert list(fig.data[0].y) == names and fig.layout.yaxis.autorange == "reversed"
     (rect,) = fig.layout.shapes
     assert (rect.y0, rect.y1) == (2.5, 3.5)
+    assert len(fig.data[1].x) == 0 and list(fig.layout.yaxis.ticktext) == names   # nothing erased, nothing marked
     with pytest.raises(ValueError, match="square"):
         figures.soft_label_heatmap(s[:, :5])
+
+
+def erased_matrix():
+    """4 classes; class 2's label puts more on class 3 than on itself (erased, taken by 3)."""
+    s = np.full((4, 4), 0.05) + 0.85 * np.eye(4)
+    s[2] = [0.05, 0.05, 0.35, 0.55]
+    return s
+
+
+def test_erased_classes_are_marked_in_every_soft_label_figure():
+    s = erased_matrix()
+    names = ["T-shirt", "Trouser", "Coat", "Shirt"]
+    for picked in (0, 2):                                   # also when the erased class itself is picked
+        heat = figures.soft_label_heatmap(s, names, highlight=picked)
+        marks = heat.data[1]
+        assert list(marks.x) == ["Shirt"] and list(marks.y) == ["Coat"] and "Coat is erased" in marks.text[0]
+        assert "✖ Coat" in heat.layout.yaxis.ticktext[2] and "Shirt" in heat.layout.yaxis.ticktext[2]
+        red = [r for r in heat.layout.shapes if r.line.color == figures.FLAGGED]
+        assert [(r.y0, r.y1) for r in red] == [(1.5, 2.5)]
+        lines = figures.own_mass_lines(soft_by_stage(np.eye(4) * 0.9 + 0.025, s), names, highlight=picked)
+        erased = lines.data[3]
+        assert list(erased.x) == ["stage_2"] and list(erased.y) == [0.35] and "Coat" in erased.name
+        assert "Coat" in (lines.data[1].name if picked != 2 else lines.data[2].name)   # the flag stays named
+        if picked == 2:
+            assert lines.data[2].name == "Coat (flagged)"
+            assert figures.FLAGGED in lines.data[2].marker.color and figures.HIGHLIGHT in lines.data[2].marker.color
+        drift = figures.drift_bars(soft_by_stage(s), names, highlight=picked)
+        assert drift.data[0].marker.pattern.shape[2] == "x" and "Shirt" in drift.data[0].text[2]
+    top = figures.top_k_bars(s, 2, k=3, class_names=names)
+    assert list(top.data[0].x) == ["Shirt", "Coat", "T-shirt"] and top.data[0].marker.color[0] == figures.FLAGGED
+    assert "Coat is erased" in top.layout.annotations[0].text and "0.55 on Shirt" in top.layout.annotations[0].text
 
 
 def test_soft_label_heatmap_of_1000_classes_is_fast_and_small():
@@ -219,8 +256,9 @@ def test_own_mass_lines_flag_the_softening_classes_and_drift_bars_match_analysis
     soft = soft_by_stage(st1, st2)
     names = ["cat", "dog", "fox"]
     fig = figures.own_mass_lines(soft, names, threshold=0.5, highlight=2)
-    grey, red, blue, thr = fig.data
-    assert red.name == "flagged (1)" and [y for y in red.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3), 0.3]
+    grey, red, blue, erased, thr = fig.data
+    assert list(erased.x) == ["stage_2"] and "dog" in erased.name     # dog's label peaks on cat: erased
+    assert red.name == "flagged: dog" and [y for y in red.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3), 0.3]
     assert "own mass 0.30 < 0.50" in red.text[1] and "below cat" in red.text[1]
     assert [y for y in blue.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3)] * 2 and blue.name == "fox"
     assert sum(y is not None for y in grey.y) == 2 and list(thr.y) == [0.5, 0.5]
@@ -239,7 +277,7 @@ def test_template_plane_and_embedding_scatter_keep_dataset_indices():
                         "class_name": ["e", "e", "g", "i"], "index": [10, 11, 20, 30]})
     tpl = pd.DataFrame({"x": [0.0, 1, 2], "y": [0.0, 1, 0], "label": [9, 5, 7], "class_name": ["i", "e", "g"]})
     fig = figures.template_plane(pts, tpl)
-    assert [t.name for t in fig.data] == ["i", "e", "g", "templates"]
+    assert [t.name for t in fig.data] == ["i", "e", "g", "templates", "★ class templates"]
     assert list(fig.data[1].customdata) == [10, 11] and fig.data[3].marker.symbol == "star"
     assert list(fig.data[3].x) == [0, 1, 2] and fig.layout.yaxis.scaleanchor == "x"
     emb = figures.embedding_scatter(pts, "PCA")
@@ -254,7 +292,8 @@ def test_tables_and_sweep_figures():
     single = figures.template_distance_table(d1)
     assert single.data[0].cells.values[1] == ["0.000", "1.200", "1.700"]
     side = figures.template_distance_table({"LS": d1, "COLAM": d2})
-    assert side.data[0].cells.values[0] == ["a – b", "a – c", "b – c"]
+    assert plain(side.data[0].cells.values[0]) == ["a – b", "a – c", "b – c"]
+    assert all(" " not in str(v) for col in side.data[0].cells.values for v in col)  # drawn on first display
     assert side.data[0].cells.values[2] == ["1.320", "1.870", "1.650"]
     with pytest.raises(ValueError, match="classes"):
         figures.template_distance_table({"LS": d1, "X": d1.iloc[:2, :2]})
@@ -262,12 +301,15 @@ def test_tables_and_sweep_figures():
     rows = [dict(method="hl", seed=0, test_acc=0.90), dict(method="hl", seed=1, test_acc=0.92),
             dict(method="colam", seed=0, test_acc=0.95)]
     t = figures.results_table(rows)
-    header = [h.replace("<b>", "").replace("</b>", "") for h in t.data[0].header.values]
+    header = [h.replace("<b>", "").replace("</b>", "").replace("<br>", " · ") for h in plain(t.data[0].header.values)]
     assert header == ["method", "test_acc · seed 0", "test_acc · seed 1", "test_acc · mean ± std", "test_acc · n"]
+    assert all(" " not in h for h in t.data[0].header.values)
     cells = t.data[0].cells.values
     ref = analysis.results_table(rows)
     assert cells[1] == ["0.9000", "0.9500"] and cells[2] == ["0.9200", "-"]
-    assert list(cells[3]) == ref["mean ± std"].tolist() and list(cells[4]) == [2, 1]
+    assert plain(cells[3]) == ref["mean ± std"].tolist() and plain(cells[4]) == ["2", "1"]
+    one = figures.results_table([dict(method="hl", seed=0, test_acc=0.9), dict(method="ls", seed=0, test_acc=0.8)])
+    assert len(one.data[0].header.values) == 2 and "one seed" in one.layout.title.text  # no mean of one value
 
     results = pd.DataFrame({"interval": [2, 2, 4, 4], "peer_samples": [1, "all", 1, "all"],
                             "test_acc": [0.8, 0.9, 0.85, np.nan], "T": [1.0, 1.5, 2.0, 2.0],
@@ -299,7 +341,7 @@ def test_reliability_diagram_single_and_overlay():
 
 def test_sync_figure_makes_a_view_equal_to_any_new_figure():
     view = go.FigureWidget(figures.message("nothing yet"))
-    s = np.random.default_rng(3).dirichlet(np.ones(4), size=4)
+    s = 0.5 * np.eye(4) + 0.5 * np.random.default_rng(3).dirichlet(np.ones(4), size=4)
     for fig in (figures.soft_label_heatmap(s, highlight=1), figures.soft_label_heatmap(s.T),
                 figures.top_k_bars(s, 0), figures.message("again"), figures.soft_label_heatmap(s, highlight=2)):
         sync_figure(view, fig)
@@ -340,7 +382,7 @@ def test_soft_label_explorer_follows_the_stage_slider_and_class_picker(tiny_runs
     assert list(figs["top_k"].data[0].x) == ref["other_name"].tolist()
     np.testing.assert_allclose(arr(figs["top_k"].data[0].y), ref["mass"].to_numpy())
     assert figs["heatmap"].layout.shapes[0].y0 == 2.5
-    assert figs["own_mass"].data[2].name == run.class_names[3]
+    assert figs["own_mass"].data[2].name.startswith(run.class_names[3])
     with pytest.raises(ValueError, match="no soft labels"):
         SoftLabelExplorer(tiny_runs["hl"])
     with pytest.raises(ValueError, match="stage 5"):
@@ -374,7 +416,7 @@ def test_representation_explorer_template_plane_pca_and_hover_image(tiny_runs):
     r = RepresentationExplorer(run, classes=(0, 1, 2), per_class=20, mode="interactive")
     fig = r.figures()["projection"]
     points, templates = analysis.template_plane_for_run(run, None, (0, 1, 2), per_class=20)
-    assert [t.name for t in fig.data] == [*run.class_names[:3], "templates"]
+    assert [t.name for t in fig.data] == [*run.class_names[:3], "templates", "★ class templates"]
     np.testing.assert_allclose(arr(fig.data[3].x), templates["x"].to_numpy())
     np.testing.assert_allclose(arr(fig.data[3].y), templates["y"].to_numpy())
     for c in range(3):                                       # the same numbers as analysis.template_plane_for_run
@@ -452,14 +494,14 @@ def test_run_comparison_overlays_selected_runs(tiny_runs):
     dist = figs["template_distances"].data[0].cells.values
     ref = analysis.template_distances_for_run(tiny_runs["ls"], classes=[0, 1, 2])
     names = runs[0].class_names
-    assert dist[0][0] == f"{names[0]} – {names[1]}" and dist[2][1] == f"{ref.iloc[0, 2]:.3f}"
+    assert plain(dist[0])[0] == f"{names[0]} – {names[1]}" and dist[2][1] == f"{ref.iloc[0, 2]:.3f}"
 
     c.run_picker.value = ("colam", "hl")
     c.class_picker.value = (3, 1)
     figs = c.figures()
     assert [t.name for t in figs["curves"].data][::4] == ["hl train_loss", "colam train_loss"]
     ref = analysis.template_distances_for_run(tiny_runs["colam"], classes=[1, 3])
-    assert figs["template_distances"].data[0].cells.values[0] == [f"{names[1]} – {names[3]}"]
+    assert plain(figs["template_distances"].data[0].cells.values[0]) == [f"{names[1]} – {names[3]}"]
     assert figs["template_distances"].data[0].cells.values[2] == [f"{ref.iloc[0, 1]:.3f}"]
     assert all(same_figure(c.views[n], figs[n]) for n in figs)
     c.run_picker.value = ()
@@ -512,7 +554,7 @@ def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
         assert len(s.trainer.history) == 2 and s.trainer.current_stage == 2
         figs = s.figures()
         np.testing.assert_array_equal(arr(figs["soft_labels"].data[0].z), s.trainer.soft_label_history["stage_1"])
-        assert [len(t.x) for t in figs["curves"].data] == [2, 2, 2, 2]
+        assert [len(t.x) for t in figs["curves"].data] == [2, 2, 2, 2, 0]   # + the loss floor (from stage 2 on)
         assert same_figure(s.views["soft_labels"], figs["soft_labels"])
         assert same_figure(s.views["curves"], figs["curves"])
         assert not s.next_button.disabled and s.stop_button.disabled and s.error is None
