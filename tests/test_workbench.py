@@ -389,6 +389,26 @@ def test_soft_label_explorer_follows_the_stage_slider_and_class_picker(tiny_runs
         SoftLabelExplorer(run, stage=5)
 
 
+def test_soft_label_explorer_marks_erased_classes_in_every_view(erased_run):
+    """Issue 17: stage_2 of this run erases class 2 (its label peaks on class 3); the explorer names both, in the
+    banner, the class picker and every figure, also when the erased class is the one picked."""
+    names = erased_run.class_names
+    e = SoftLabelExplorer(erased_run, cls=2, mode="interactive")
+    assert e.stage_slider.value == 2 and list(e.erased["class"]) == [2]
+    assert "Class erased" in e.note.value and f"erase {names[2]}" in e.note.value and names[3] in e.note.value
+    assert dict(e.class_picker.options)[f"✖ {names[2]} (erased at stage 2)"] == 2
+    figs = e.figures()
+    assert list(figs["heatmap"].data[1].y) == [names[2]] and list(figs["heatmap"].data[1].x) == [names[3]]
+    assert "is erased" in figs["top_k"].layout.annotations[0].text
+    assert figs["own_mass"].data[2].name == f"{names[2]} (flagged)" and list(figs["own_mass"].data[3].x) == ["stage_2"]
+    assert figs["drift"].data[0].marker.pattern.shape[2] == "x"
+    e.stage_slider.value = 1                                       # stage 1 is healthy: no banner there ...
+    assert e.note.value == "" and len(e.figures()["heatmap"].data[1].x) == 0
+    assert list(e.figures()["own_mass"].data[3].x) == ["stage_2"]  # ... but the history still shows the erasure
+    e.k_slider.value = 2                                           # the top-k control
+    assert len(e.figures()["top_k"].data[0].x) == 2 and e.views["top_k"].layout.title.text.startswith("Top 2")
+
+
 def test_soft_label_explorer_live_views_and_heatmap_click(tiny_runs):
     run = tiny_runs["colam"]
     e = SoftLabelExplorer(run, mode="interactive")
@@ -567,6 +587,66 @@ def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
         assert len(s.figures()["curves"].layout.shapes) == 2
     finally:
         s.close()
+
+
+def test_stage_stepper_says_what_it_does_between_batches(tmp_path):
+    """The test pass, the soft-label pass and the checkpoint each show a phase line while they run."""
+    s = StageStepper(Config(method="colam", epochs=2, stages=2, **TINY), out=tmp_path / "r", mode="interactive")
+    seen = []
+    s.trainer.subscribe(lambda ev: ev.kind == "phase" and seen.append((ev.phase, s.status.value, s.phase)))
+    try:
+        s.run_stage().wait(60)
+        phases = [p for p, _, _ in seen]
+        assert phases == ["test", "soft_labels", "checkpoint"]
+        status = {p: st for p, st, _ in seen}
+        assert "evaluating on the test set" in status["test"] and "fa-spinner" in status["test"]
+        n = s.trainer.info.num_train
+        assert f"learning soft labels from {n} training images" in status["soft_labels"]
+        assert "writing checkpoint" in status["checkpoint"] and s.phase == ""
+        assert "Next: stage 2 of 2" in s.status.value and "fa-spinner" not in s.status.value
+        figs = s.figures()["curves"]
+        assert list(figs.layout.xaxis.range) == [0.5, 2.5] and list(figs.layout.xaxis2.range) == [0.5, 2.5]
+        assert list(figs.layout.yaxis2.range) == [0, 1.02]
+    finally:
+        s.close()
+
+
+def test_stage_stepper_axes_before_the_first_epoch(tmp_path):
+    with Trainer(Config(method="colam", epochs=4, stages=2, **TINY), out=tmp_path / "r") as t:
+        fig = StageStepper(t, mode="static").figures()["curves"]
+    assert list(fig.layout.xaxis.range) == [0.5, 4.5] and list(fig.layout.yaxis.range) == [0, 1]
+    assert list(fig.layout.yaxis2.range) == [0, 1.02]
+    assert any("no epoch finished yet" in a.text for a in fig.layout.annotations)
+
+
+def test_stage_stepper_shows_a_banner_when_an_update_erases_a_class(tmp_path):
+    """A built-to-fail run (tests/datafiles.write_confusable_fashion: class 1 drawn like class 0, 4x rarer) erases
+    class 1 at the first update; the stepper names it and the class that took it, and the loss floor appears."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from datafiles import write_confusable_fashion
+    write_confusable_fashion(tmp_path / "fm", np.random.default_rng(0))
+    cfg = Config(dataset="fashion_mnist", data_root=str(tmp_path / "fm"), method="colam", epochs=4, stages=2,
+                 T=1.5, batch_size=32, lr=0.1, augment="none")
+    s = StageStepper(cfg, out=tmp_path / "r", mode="static")
+    try:
+        assert s.warning_area.value == ""
+        s.run_all()
+        names = s.class_names
+        assert "Class erased" in s.warning_area.value and len(s.warnings) >= 1
+        assert f"erase {names[1]}" in s.warnings[0] and f"on {names[0]}" in s.warnings[0]
+        heat = s.figures()["soft_labels"]
+        assert names[1] in list(heat.data[1].y)
+        floor = s.figures()["curves"].data[4]
+        expected = analysis.target_entropy(s.trainer.soft_label_history["stage_1"],
+                                           np.bincount(s.trainer.data.train_labels.numpy(), minlength=10))
+        assert floor.y[0] == pytest.approx(expected) and list(floor.x[:2]) == [2.5, 4.5]
+    finally:
+        s.close()
+    again = StageStepper(cfg, out=tmp_path / "r", mode="static")      # a new session on the same run: still there
+    try:
+        assert "Class erased" in again.warning_area.value
+    finally:
+        again.close()
 
 
 def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
