@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SERVER_START_S = 60   # bounds: server start + browser session + shutdown stay under 6 minutes on a loaded CPU
+SERVER_START_S = 120  # bounds: server start + browser session + shutdown stay under 6 minutes on a loaded CPU
 BROWSER_S = 240
 #: (artifact name, cell source); the runs are copied into the server's root by the fixture
 CELLS = [
@@ -127,7 +127,8 @@ def run_all_cells(page) -> None:
     being set up can be lost on a loaded machine)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+    started = ("() => [...document.querySelectorAll('.jp-InputPrompt')]"
+               ".some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))")
     for _ in range(4):
         page.locator(".jp-Cell .jp-InputArea-editor").first.click()   # focus the notebook
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()

@@ -41,7 +41,8 @@ def plotly_figures(nb):
 
 
 def markdown_text(nb):
-    return "\n".join("".join(o["data"]["text/markdown"]) for o in outputs_of(nb) if "text/markdown" in o.get("data", {}))
+    return "\n".join("".join(o["data"]["text/markdown"]) for o in outputs_of(nb)
+                     if "text/markdown" in o.get("data", {}))
 
 
 def has_table(nb):

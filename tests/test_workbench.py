@@ -750,3 +750,59 @@ def test_top_level_api():
     assert set(workbench.__all__) == {"StageStepper", "SoftLabelExplorer", "RepresentationExplorer", "RunComparison",
                                       "figures", "show", "display_mode", "set_display_mode"}
     assert workbench.__doc__.startswith("Interactive widgets and plotly figures for COLAM runs")
+
+
+# ---------------------------------------------------------------------------
+# static images and the offline HTML export
+# ---------------------------------------------------------------------------
+
+needs_images = pytest.mark.skipif(__import__("workbench.images").images.unavailable() is not None,
+                                  reason="kaleido or a Chromium is missing (apt-get install chromium)")
+
+
+@pytest.mark.slow
+@needs_images
+def test_images_png_svg_pdf(tmp_path):
+    from workbench import images
+    fig = figures.template_distance_table({"LS": pd.DataFrame([[0, 1.2], [1.2, 0]], index=["a b", "c"],
+                                                              columns=["a b", "c"])})
+    with images.image_server():
+        paths = [images.save(fig, tmp_path / f"t.{ext}") for ext in ("png", "svg", "pdf")]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[2].read_bytes()[:4] == b"%PDF"
+    svg = paths[1].read_text()
+    assert "<svg" in svg and "a\u00a0b\u00a0–\u00a0c" in svg      # the table's cell text is in the image
+    with pytest.raises(images.ImageError, match="format"):
+        images.to_image(fig, "gif")
+
+
+@pytest.mark.slow
+@needs_images
+def test_export_html_is_offline_small_and_folds_logs(tmp_path):
+    import re
+
+    import nbformat
+
+    from workbench import export
+    nb = nbformat.v4.new_notebook()
+    log = "".join(f"stage 1 epoch {i}: train loss 0.5\n" for i in range(30))
+    bundle = wdisplay.figure_bundle(figures.soft_label_heatmap(np.eye(3) * 0.8 + 0.2 / 3, ["a", "b", "c"]))
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title $x^2$"),
+                nbformat.v4.new_code_cell("train()", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text=line) for line in log.splitlines(True)]
+                    + [nbformat.v4.new_output("display_data", data=bundle)])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    html_text = export.export_html(tmp_path / "x.ipynb").read_text()
+    assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html_text)     # nothing fetched: no CDN
+    assert "require.min.js" not in html_text and "MathJax" not in html_text and "html-manager" not in html_text
+    imgs = re.findall(r"<img[^>]*colam-figure[^>]*>", html_text)
+    assert len(imgs) == 1 and "data:image/svg+xml;base64," in imgs[0] and PLOTLY_JS_MARK not in html_text
+    assert "log: 30 lines" in html_text and "<details" in html_text
+    assert len(html_text) < 800_000
+    export.add_images(tmp_path / "x.ipynb")
+    out = nbformat.read(tmp_path / "x.ipynb", as_version=4)
+    data = out.cells[1].outputs[-1]["data"]
+    assert "image/png" in data and "application/vnd.plotly.v1+json" in data   # GitHub shows the PNG
+
+
+PLOTLY_JS_MARK = "plotly.js v"

@@ -108,8 +108,8 @@ def _new(*traces) -> go.Figure:
 
 
 def _base_layout(fig: go.Figure, title: str | None, height: int, **kw) -> go.Figure:
-    fig.update_layout(title=title, height=height,
-                      margin=dict(l=60, r=20, t=60 if title else 30, b=50), **kw)
+    top = 30 if not title else 80 if "<br>" in title else 60
+    fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=top, b=50), **kw)
     return fig
 
 
@@ -615,29 +615,24 @@ def _nowrap(text: Any) -> str:
     return str(text).replace(" ", NBSP)
 
 
-def _header_lines(text: str) -> str:
-    """A header split at its `` · `` separators into lines (``test_acc<br>seed 0``), bold, drawn at once."""
-    return "<br>".join(f"<b>{_nowrap(part)}</b>" for part in str(text).split(" · "))
-
-
 def _table(header: Sequence[str], columns: Sequence[Sequence[Any]], title: str | None, height: int | None = None,
            align: Sequence[str] | None = None) -> go.Figure:
-    """A plotly table sized to its content: column widths from the longest line of each column, the height from
-    the rows (no blank band below), every cell drawn on first display (see ``_nowrap``)."""
+    """A plotly table sized to its content: column widths from the longest text of each column, the height from
+    the rows (no blank band below), a fixed width when the columns need more than a notebook's ~900 px (the
+    output then scrolls instead of squeezing the text), every cell drawn on first display (see ``_nowrap``;
+    headers stay on one line: a ``<br>`` is placed by a measuring pass that fails the same way)."""
     n_rows = max((len(c) for c in columns), default=0)
-    head = [_header_lines(h) for h in header]
-    lines = max((h.count("<br>") + 1 for h in head), default=1)
-    widths = [max([len(p) for p in str(h).split(" · ")] + [len(str(v)) for v in col]) + 2
-              for h, col in zip(header, columns)]
+    widths = [max([len(str(h))] + [len(str(v)) for v in col]) + 3 for h, col in zip(header, columns)]
     fig = _new(go.Table(
         columnwidth=widths,
-        header=dict(values=head, fill_color="#e8edf5", align="left", height=8 + 18 * lines),
+        header=dict(values=[f"<b>{_nowrap(h)}</b>" for h in header], fill_color="#e8edf5", align="left", height=28),
         cells=dict(values=[[_nowrap(v) for v in c] for c in columns], align=list(align) if align else "left",
                    height=24),
     ))
-    fig.update_layout(margin=dict(l=10, r=10, t=40 if title else 10, b=10))
-    body = (40 if title else 10) + 8 + 18 * lines + 24 * n_rows + 24
-    fig.update_layout(title=title, height=height or min(body, 760))
+    top = 40 if title else 10
+    needed = 20 + 7 * sum(widths)
+    fig.update_layout(title=title, height=height or min(top + 28 + 24 * n_rows + 24, 760),
+                      width=needed if needed > 900 else None, margin=dict(l=10, r=10, t=top, b=10))
     return fig
 
 

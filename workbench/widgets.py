@@ -399,7 +399,9 @@ class StageStepper(_Widget):
         history = pd.DataFrame(rows) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
         self._set("curves", figures.learning_curves(
             history, epochs=t.total_epochs, loss_floors=self._loss_floors(),
-            title="Learning curves (dotted: soft-label updates; the train loss then measures the new soft targets)"))
+            title="Learning curves (dotted: soft-label updates)<br><sup>after an update the train loss is measured "
+                  "against the new soft targets, so it jumps; dashed: the lowest it can reach</sup>"
+            if t.cfg.method == "colam" else "Learning curves (dotted: stage ends)"))
 
     def _loss_floors(self) -> dict[int, float] | None:
         """COLAM: stage k+1 trains on the labels learned at the end of stage k; the lowest training loss it can
