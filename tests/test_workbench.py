@@ -301,9 +301,9 @@ def test_tables_and_sweep_figures():
     rows = [dict(method="hl", seed=0, test_acc=0.90), dict(method="hl", seed=1, test_acc=0.92),
             dict(method="colam", seed=0, test_acc=0.95)]
     t = figures.results_table(rows)
-    header = [h.replace("<b>", "").replace("</b>", "").replace("<br>", " · ") for h in plain(t.data[0].header.values)]
+    header = plain(t.data[0].header.values)
     assert header == ["method", "test_acc · seed 0", "test_acc · seed 1", "test_acc · mean ± std", "test_acc · n"]
-    assert all(" " not in h for h in t.data[0].header.values)
+    assert all(" " not in h and "<" not in h for h in t.data[0].header.values)  # no markup: placed at once
     cells = t.data[0].cells.values
     ref = analysis.results_table(rows)
     assert cells[1] == ["0.9000", "0.9500"] and cells[2] == ["0.9200", "-"]
@@ -526,6 +526,44 @@ def test_run_comparison_overlays_selected_runs(tiny_runs):
     assert all(same_figure(c.views[n], figs[n]) for n in figs)
     c.run_picker.value = ()
     assert c.figures()["results"].layout.annotations[0].text == "no runs selected"
+
+
+def test_run_comparison_keeps_colours_finds_nested_runs_and_says_when_runs_differ(tiny_runs, tmp_path):
+    import shutil
+    shutil.copytree(tiny_runs["hl"].path, tmp_path / "quick" / "HL")
+    shutil.copytree(tiny_runs["colam"].path, tmp_path / "sweep" / "deep" / "COLAM")
+    c = RunComparison(tmp_path, mode="interactive")
+    assert list(c.runs) == ["quick/HL", "sweep/deep/COLAM"]             # nested run folders, labelled by path
+    assert "differ in epochs (4: quick/HL; 6: sweep/deep/COLAM)" in c.note.value
+    colour = c.figures()["curves"].data[4].line.color                  # COLAM's first curve
+    c.run_picker.value = ("sweep/deep/COLAM",)
+    assert c.figures()["curves"].data[0].line.color == colour == c.colors["sweep/deep/COLAM"]
+    assert "differ" not in c.note.value
+
+
+def test_slow_work_shows_a_busy_line_and_disables_the_controls(tiny_runs, monkeypatch):
+    seen = []
+    r = RepresentationExplorer(tiny_runs["colam"], per_class=10, mode="interactive")
+    real = r.cache.get
+
+    def spy(*a, **kw):
+        seen.append((r.busy.value, [c.disabled for c in r._controls]))
+        return real(*a, **kw)
+    monkeypatch.setattr(r.cache, "get", spy)
+    r.projection_toggle.value = "pca"
+    (busy, disabled), = seen
+    assert "computing PCA of 30 samples" in busy and "fa-spinner" in busy and all(disabled)
+    assert r.busy.value == "" and not any(c.disabled for c in r._controls)
+    r.projection_toggle.value = "template"
+    r.projection_toggle.value = "pca"                                  # cached now: no busy line, no flicker
+    assert len(seen) == 2 and seen[1][0] == ""
+
+    c = RunComparison([tiny_runs["hl"], tiny_runs["ls"]], mode="interactive")
+    real_td = analysis.template_distances_for_run
+    monkeypatch.setattr(analysis, "template_distances_for_run",
+                        lambda *a, **kw: seen.append((c.busy.value, c.class_picker.disabled)) or real_td(*a, **kw))
+    c.class_picker.value = (0, 3)
+    assert "computing template distances of 2 run(s)" in seen[-1][0] and seen[-1][1] and c.busy.value == ""
 
 
 def test_run_comparison_opens_a_folder_of_runs_and_groups_by_method(tiny_runs):

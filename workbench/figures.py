@@ -149,9 +149,9 @@ def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title:
     to overlay as a mapping ``{label: DataFrame or run}`` or a sequence of runs
     (labelled by ``run.name``). Metrics are grouped into side-by-side panels
     by their suffix (``*_loss``, ``*_acc``, ...). One run: one color per
-    split; several: one color per run (``colors={label: color}`` fixes them,
-    so a run keeps its color whatever else is shown), train dotted, test
-    solid. There is one trace per run and metric present in its history, even
+    split; several (or any, when ``colors={label: color}`` is given: a run
+    then keeps its color whatever else is shown): one color per run, train
+    dotted, test solid. There is one trace per run and metric present in its history, even
     while the history is empty, so a live figure keeps its traces as epochs
     arrive. Data and boundaries come from ``analysis.learning_curves``.
 
@@ -174,7 +174,7 @@ def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title:
     keys = list(panels)
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[_PANEL_TITLES.get(k, k) for k in keys],
                         horizontal_spacing=0.09, figure=_new())
-    overlay = len(runs) > 1
+    overlay = len(runs) > 1 or colors is not None  # run colours, also when one run of a comparison is shown
     last_epoch = max((int(h["epoch"].max()) for h in runs.values() if len(h)), default=0)
     span = max(int(epochs or 0), last_epoch)
     panel_of = {m: keys.index(k) + 1 for k, ms in panels.items() for m in ms}
@@ -620,12 +620,14 @@ def _table(header: Sequence[str], columns: Sequence[Sequence[Any]], title: str |
     """A plotly table sized to its content: column widths from the longest text of each column, the height from
     the rows (no blank band below), a fixed width when the columns need more than a notebook's ~900 px (the
     output then scrolls instead of squeezing the text), every cell drawn on first display (see ``_nowrap``;
-    headers stay on one line: a ``<br>`` is placed by a measuring pass that fails the same way)."""
+    headers stay on one line and plain, told apart by their fill and font: a ``<br>`` or ``<b>`` is placed by a
+    measuring pass that fails the same way, leaving the text at the cell's top edge)."""
     n_rows = max((len(c) for c in columns), default=0)
     widths = [max([len(str(h))] + [len(str(v)) for v in col]) + 3 for h, col in zip(header, columns)]
     fig = _new(go.Table(
         columnwidth=widths,
-        header=dict(values=[f"<b>{_nowrap(h)}</b>" for h in header], fill_color="#e8edf5", align="left", height=28),
+        header=dict(values=[_nowrap(h) for h in header], fill_color="#dfe6f1", align="left", height=28,
+                    font=dict(color="#14213d", size=13)),
         cells=dict(values=[[_nowrap(v) for v in c] for c in columns], align=list(align) if align else "left",
                    height=24),
     ))

@@ -209,8 +209,14 @@ class StageStepper(_Widget):
     stepper, so a cell ending in ``stepper.run_all()`` shows it: live in
     JupyterLab, the final figures under papermill.
 
-    Figures: ``curves`` (per epoch) and ``soft_labels`` (the latest learned
-    matrix).
+    The status line says what runs between batches (``phase``: the test
+    pass, the soft-label pass, the checkpoint), and an update that erases a
+    class (its label's largest entry is another class) adds a sentence naming
+    both classes to ``warnings``, shown as a red banner (``warning_area``).
+
+    Figures: ``curves`` (per epoch, on axes fixed to the whole run; for COLAM
+    the lowest reachable training loss of each stage, dashed) and
+    ``soft_labels`` (the latest learned matrix, erased rows marked).
     """
 
     def __init__(self, trainer: Any, out: str | Path | None = None, *, mode: str | None = None, **trainer_kwargs):
@@ -448,8 +454,12 @@ class SoftLabelExplorer(_Widget):
 
     ``SoftLabelExplorer(run)`` with a ``colam_core.Run``, a run directory, or
     any object with ``soft_label_keys()``, ``soft_labels(key)`` and
-    ``class_names``. Controls: ``stage_slider`` (the soft-label updates) and
-    ``class_picker`` (by name; clicking a heatmap row picks that class too).
+    ``class_names``. Controls: ``stage_slider`` (the soft-label updates),
+    ``class_picker`` (by name, erased classes marked; clicking a heatmap row
+    picks that class too) and ``k_slider`` (how many masses ``top_k`` shows).
+    ``note`` is a red banner naming every class the shown update erased and
+    the class that took it (``erased``: all of them, every update); every
+    figure marks them too, also when the erased class is picked.
 
     Figures: ``heatmap`` (the stage's C x C matrix, picked row outlined;
     above ``page_size`` classes, the page of rows and columns holding the
