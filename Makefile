@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint venv system-deps bench bench-widgets gpu-check clean
+.PHONY: demo lab test test-fast lint venv system-deps bench bench-widgets gpu-check clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(STAMP)
 	$(PY) -m papermill notebooks/01_quickstart.ipynb runs/01_quickstart.ipynb --cwd . -k python3 --no-progress-bar
 	$(PY) -m workbench.export runs/01_quickstart.ipynb
 	@echo "done: open runs/01_quickstart.ipynb in JupyterLab, or runs/01_quickstart.html in a browser"
+
+# JupyterLab in the repository root: a notebook created there works in the root, so its runs/ sit beside make demo's
+# (as root, e.g. in a container, JupyterLab refuses to start without --allow-root)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 # the layers (import-linter contracts in pyproject.toml) and a small ruff rule set
 lint: $(STAMP)

@@ -488,6 +488,8 @@ def validate_params(params: Mapping[str, Any]) -> Config:
     except DataError as e:
         option = "dataset" if cfg.dataset not in _data.DATASETS else "data_root"
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        if option == "data_root":  # the files are missing: say what is allowed before where it looked
+            msg = f"a folder holding the {cfg.dataset} files, or download=True. {msg}"
         raise ConfigError(option, getattr(cfg, option), msg) from None
 
 

@@ -138,3 +138,12 @@ def resolve_dataset(name: str) -> str:
         return "fashion_mnist"
     except DataError:
         return "digits"
+
+
+def check_seeds(name: str, value: Any) -> list[int]:
+    """A non-empty list of distinct seeds (integers >= 0), e.g. a teaching notebook's ``seeds = [0, 1, 2]``."""
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and len(set(value)) == len(value)
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    if not ok:
+        raise ConfigError(name, value, "a non-empty list of distinct seeds (integers >= 0), e.g. [0, 1, 2]")
+    return list(value)

@@ -20,3 +20,26 @@ def tiny_runs(tmp_path_factory):
         with Trainer(cfg, out=root / name) as trainer:
             trainer.run()
     return {name: load_run(root / name) for name in configs}
+
+
+def erased_matrix(C: int, erased: int, taken_by: int):
+    """A C x C soft-label matrix whose row ``erased`` puts more mass on ``taken_by`` than on itself."""
+    import numpy as np
+    s = np.full((C, C), 0.1 / C) + 0.9 * np.eye(C)
+    s[erased] = 0.1 / C
+    s[erased, erased], s[erased, taken_by] = 0.3, 0.6
+    return s / s.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def erased_run(tiny_runs, tmp_path_factory):
+    """A copy of ``tiny_runs["colam"]`` whose stage_2 labels erase class 2 (taken by class 3); stage_1 stays."""
+    import shutil
+
+    from colam_core.runs import RunDir
+    src = tiny_runs["colam"]
+    dst = tmp_path_factory.mktemp("erased") / "colam_erased"
+    shutil.copytree(src.path, dst)
+    C = len(src.class_names)
+    RunDir(dst, write=False).write_soft_labels({"stage_1": src.soft_labels(1), "stage_2": erased_matrix(C, 2, 3)})
+    return load_run(dst)

@@ -35,6 +35,16 @@ def has_plotly(nb, trace_type):
     return False
 
 
+def plotly_figures(nb):
+    return [o["data"]["application/vnd.plotly.v1+json"] for o in outputs_of(nb)
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+
+
+def markdown_text(nb):
+    return "\n".join("".join(o["data"]["text/markdown"]) for o in outputs_of(nb)
+                     if "text/markdown" in o.get("data", {}))
+
+
 def has_table(nb):
     return any("text/html" in o.get("data", {}) and "<table" in "".join(o["data"]["text/html"])
                for o in outputs_of(nb))
@@ -48,6 +58,12 @@ def test_01_quickstart(tmp_path):
         run = load_run(tmp_path / "runs" / name)
         assert run.finished
     assert load_run(tmp_path / "runs" / "COLAM").soft_label_keys() == ["stage_1"]
+    # the three methods' template planes, side by side on one range (issue 13: LS was described, never shown)
+    planes = [f for f in plotly_figures(nb) if sum(t.get("name") == "★ class templates" for t in f["data"]) == 3]
+    assert len(planes) == 1
+    lay = planes[0]["layout"]
+    assert lay["xaxis"]["range"] == lay["xaxis2"]["range"] == lay["xaxis3"]["range"] == lay["yaxis3"]["range"]
+    assert "one seed cannot tell a difference" in markdown_text(nb)
 
 
 def test_02_cifar100_on_a_cifar_format_directory(tmp_path):
@@ -130,6 +146,14 @@ def test_03_teaching(tmp_path):
                        out_root=str(tmp_path / "runs"))
     assert "d(a,c) / d(a,b)" in text and "test accuracy" in text and "calibration error" in text
     assert has_plotly(nb, "heatmap") and has_plotly(nb, "scatter")
+    prose = markdown_text(nb)
+    # quick mode trains two seeds; every claim says how many seeds stand behind it, HL included
+    assert "Over 2 seeds" in prose and "**HL**" in prose and "Erased classes" in prose and "a = **" in prose
+    assert "As the paper claims" not in prose
+    heat = [f for f in plotly_figures(nb) if f["data"][0]["type"] == "heatmap" and len(f["data"]) == 2]
+    assert len(heat) == 3 and len({(f["data"][0]["zmin"], f["data"][0]["zmax"]) for f in heat}) == 1  # one scale
+    planes = [f for f in plotly_figures(nb) if "xaxis3" in f["layout"] and "templates" in str(f["data"])]
+    assert len(planes) == 1 and planes[0]["layout"]["xaxis"]["range"] == planes[0]["layout"]["xaxis3"]["range"]
 
 
 def test_04_representations(tmp_path):

@@ -19,36 +19,101 @@ def test_pick_triple():
 
 
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory):
+def seeded_runs(tmp_path_factory):
+    """HL, LS and COLAM on the synthetic data set, seeds 0 and 1: ``{label: [run_seed0, run_seed1]}``."""
     root = tmp_path_factory.mktemp("teach")
     runs = {}
     for name, method in (("HL", "hl"), ("LS", "ls"), ("COLAM", "colam")):
-        with Trainer(Config(dataset="synthetic", method=method, epochs=4, stages=2 if method == "colam" else 1,
-                            batch_size=32), out=root / name) as t:
-            t.run()
-        runs[name] = load_run(root / name)
+        runs[name] = []
+        for seed in (0, 1):
+            out = root / f"{name}_s{seed}"
+            with Trainer(Config(dataset="synthetic", method=method, epochs=4, stages=2 if method == "colam" else 1,
+                                batch_size=32, seed=seed), out=out) as t:
+                t.run()
+            runs[name].append(load_run(out))
     return runs
 
 
-def test_structure_table_matches_template_distances(three_runs):
+def test_structure_table_matches_template_distances(seeded_runs):
     classes = (0, 1, 2)
-    st = teaching.structure_table(three_runs, classes)
-    for name, run in three_runs.items():
-        d = analysis.template_distances_for_run(run, classes=list(classes), names=False)
-        assert st.loc[name, "d(a,b)"] == pytest.approx(d.loc[0, 1])
-        assert st.loc[name, "d(a,c) / d(a,b)"] == pytest.approx(d.loc[0, 2] / d.loc[0, 1])
+    st = teaching.structure_table(seeded_runs, classes)
+    assert len(st) == 6 and sorted(st.loc["HL", "seed"]) == [0, 1]
+    for name, group in seeded_runs.items():
+        for run in group:
+            d = analysis.template_distances_for_run(run, classes=list(classes), names=False)
+            row = st.loc[[name]].set_index("seed").loc[run.config["seed"]]
+            assert row["d(a,b)"] == pytest.approx(d.loc[0, 1])
+            assert row["d(a,c) / d(a,b)"] == pytest.approx(d.loc[0, 2] / d.loc[0, 1])
 
 
-def test_explain_states_only_computed_numbers(three_runs):
-    text = teaching.explain(three_runs, (0, 1, 2))
-    st = teaching.structure_table(three_runs, (0, 1, 2))
-    res = teaching.results_summary(three_runs)
-    computed = {f"{v:.3f}" for v in st[["d(a,b)", "d(a,c)"]].to_numpy().ravel()}
-    computed |= {f"{v:.2f}" for v in st["d(a,c) / d(a,b)"]}
-    computed |= {f"{v:.4f}" for v in res[["test_acc", "test_ece"]].to_numpy().ravel()}
-    computed |= {f"{v:.2f}" for v in res["final own-class mass"].dropna()}
-    hl, co = res.loc["HL", "test_acc"], res.loc["COLAM", "test_acc"]
-    computed.add(f"{abs(co - hl) * 100:.2f}")
-    numbers = set(re.findall(r"\d+\.\d+", text))
-    assert numbers and numbers <= computed, numbers - computed
-    assert "test accuracy" in text and "calibration" in text
+def computed_numbers(runs, classes):
+    """Every number the explanation may print, formatted as it prints them, from tables computed here."""
+    st = teaching.structure_table(runs, classes)
+    res = teaching.results_summary(runs)
+    out = set()
+
+    def spread(values, fmt):
+        v = np.asarray(values, dtype=float)
+        out.update({format(v.mean(), fmt), format(v[0], fmt)})
+        if len(v) > 1:
+            out.add(format(v.std(ddof=1), fmt))
+
+    for key in st.index.unique():
+        for col, fmt in (("d(a,b)", ".3f"), ("d(a,c)", ".3f"), ("d(a,c) / d(a,b)", ".2f")):
+            spread(st.loc[[key], col], fmt)
+    for key in res.index.unique():
+        for col, fmt in (("test_acc", ".4f"), ("test_ece", ".4f"), ("final own-class mass", ".2f")):
+            if res.loc[[key], col].notna().any():
+                spread(res.loc[[key], col].dropna(), fmt)
+
+    def paired(table, x, y, col, scale=1.0):
+        a, b = table.loc[[x]].set_index("seed")[col], table.loc[[y]].set_index("seed")[col]
+        d = (a - b).dropna() * scale
+        out.update({format(d.mean(), "+.2f"), format(d.iloc[0], "+.2f")})
+        if len(d) > 1:
+            out.add(format(d.std(ddof=1), "+.2f"))
+
+    paired(st, "COLAM", "LS", "d(a,c) / d(a,b)")
+    paired(res, "COLAM", "HL", "test_acc", 100)
+    out |= {f"{teaching.EQUIDISTANT:.1f}", "1", "2", "2019", "160"}   # the claims: their year, the paper's epochs
+    return out
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (0,)], ids=["two seeds", "one seed"])
+def test_explain_states_only_computed_numbers(seeded_runs, seeds):
+    runs = {k: [r for r in v if r.config["seed"] in seeds] for k, v in seeded_runs.items()}
+    text = teaching.explain(runs, (0, 1, 2))
+    numbers = set(re.findall(r"[+-]?\d+(?:\.\d+)?", text)) - {"5", "3", "4", "0"}  # Table 5, Fig. 3, seed 0
+    allowed = computed_numbers(runs, (0, 1, 2))
+    assert numbers and {n.lstrip("+") for n in numbers} <= {a.lstrip("+") for a in allowed}, numbers - allowed
+    assert "test accuracy" in text and "calibration" in text and "HL" in text and "Erased classes" in text
+    if len(seeds) == 1:
+        assert "one seed cannot support or refute" in text
+    else:
+        assert "Over 2 seeds" in text and "(2 seeds)" in text
+
+
+def test_explain_says_when_ls_is_not_equidistant_and_names_erased_classes(seeded_runs, monkeypatch):
+    runs = {k: v[:1] for k, v in seeded_runs.items()}
+    st = teaching.structure_table(runs, (0, 1, 2))
+    r_ls = float(st.loc[["LS"], "d(a,c) / d(a,b)"].mean())
+    text = teaching.explain(runs, (0, 1, 2))
+    if abs(r_ls - 1) > teaching.EQUIDISTANT:
+        assert "**Not seen here**" in text and f"{r_ls:.2f}, far from 1" in text
+    else:
+        assert "within 0.1 of 1" in text
+    from conftest import erased_matrix
+    colam = runs["COLAM"][0]
+    names = colam.class_names
+    monkeypatch.setattr(colam, "soft_labels", lambda k: erased_matrix(len(names), 2, 3))
+    text = teaching.explain(runs, (0, 1, 2))
+    assert f"{names[2]} → {names[3]} (stage_1)" in text and "erase classes" in text
+
+
+def test_compactness_reads_the_diagonals():
+    import pandas as pd
+    adt = pd.DataFrame([[1.0, 2.0], [4.0, 3.0]])
+    m = teaching.compactness(adt, adt * 2)
+    assert m == {"ADT own": 2.0, "ADT other": 3.0, "ADC own": 4.0, "ADC other": 6.0}
+    text = teaching.describe_compactness({"LS": m, "COLAM": teaching.compactness(adt, adt)})
+    assert "2.000 from their own class's template" in text and "LS's: 2.000" in text

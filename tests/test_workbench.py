@@ -41,12 +41,17 @@ def arr(v):
 
 def same_figure(view, fig):
     """A live view shows exactly ``fig`` (trace uids aside; an emptied array counts as absent)."""
-    a, b = view.to_dict(), fig.to_dict()
+    a, b = (json.loads(go.Figure(f).to_json()) for f in (view, fig))
     for t in a["data"] + b["data"]:
         t.pop("uid", None)
     for d in (a, b):
-        d["layout"] = {k: v for k, v in d["layout"].items() if v != []}
+        d["layout"] = {k: v for k, v in d["layout"].items() if v not in ([], {})}
     return a == b
+
+
+def plain(values):
+    """Table cells as the user reads them (the figures write spaces as non-breaking spaces, see figures._nowrap)."""
+    return [str(v).replace(figures.NBSP, " ") for v in values]
 
 
 def soft_by_stage(*mats):
@@ -165,15 +170,47 @@ def test_learning_curves_one_run_overlay_and_empty(tiny_runs):
 
 def test_soft_label_heatmap_draws_the_matrix_and_outlines_the_picked_row():
     rng = np.random.default_rng(0)
-    s = rng.dirichlet(np.ones(10), size=10)
+    s = 0.5 * np.eye(10) + 0.5 * rng.dirichlet(np.ones(10), size=10)   # healthy: every row peaks on itself
     names = [f"c{i}" for i in range(10)]
     fig = figures.soft_label_heatmap(s, names, highlight=3)
     np.testing.assert_array_equal(arr(fig.data[0].z), s)
     assert list(fig.data[0].y) == names and fig.layout.yaxis.autorange == "reversed"
     (rect,) = fig.layout.shapes
     assert (rect.y0, rect.y1) == (2.5, 3.5)
+    assert len(fig.data[1].x) == 0 and list(fig.layout.yaxis.ticktext) == names   # nothing erased, nothing marked
     with pytest.raises(ValueError, match="square"):
         figures.soft_label_heatmap(s[:, :5])
+
+
+def erased_matrix():
+    """4 classes; class 2's label puts more on class 3 than on itself (erased, taken by 3)."""
+    s = np.full((4, 4), 0.05) + 0.85 * np.eye(4)
+    s[2] = [0.05, 0.05, 0.35, 0.55]
+    return s
+
+
+def test_erased_classes_are_marked_in_every_soft_label_figure():
+    s = erased_matrix()
+    names = ["T-shirt", "Trouser", "Coat", "Shirt"]
+    for picked in (0, 2):                                   # also when the erased class itself is picked
+        heat = figures.soft_label_heatmap(s, names, highlight=picked)
+        marks = heat.data[1]
+        assert list(marks.x) == ["Shirt"] and list(marks.y) == ["Coat"] and "Coat is erased" in marks.text[0]
+        assert "✖ Coat" in heat.layout.yaxis.ticktext[2] and "Shirt" in heat.layout.yaxis.ticktext[2]
+        red = [r for r in heat.layout.shapes if r.line.color == figures.FLAGGED]
+        assert [(r.y0, r.y1) for r in red] == [(1.5, 2.5)]
+        lines = figures.own_mass_lines(soft_by_stage(np.eye(4) * 0.9 + 0.025, s), names, highlight=picked)
+        erased = lines.data[3]
+        assert list(erased.x) == ["stage_2"] and list(erased.y) == [0.35] and "Coat" in erased.name
+        assert "Coat" in (lines.data[1].name if picked != 2 else lines.data[2].name)   # the flag stays named
+        if picked == 2:
+            assert lines.data[2].name == "Coat (flagged)"
+            assert figures.FLAGGED in lines.data[2].marker.color and figures.HIGHLIGHT in lines.data[2].marker.color
+        drift = figures.drift_bars(soft_by_stage(s), names, highlight=picked)
+        assert drift.data[0].marker.pattern.shape[2] == "x" and "Shirt" in drift.data[0].text[2]
+    top = figures.top_k_bars(s, 2, k=3, class_names=names)
+    assert list(top.data[0].x) == ["Shirt", "Coat", "T-shirt"] and top.data[0].marker.color[0] == figures.FLAGGED
+    assert "Coat is erased" in top.layout.annotations[0].text and "0.55 on Shirt" in top.layout.annotations[0].text
 
 
 def test_soft_label_heatmap_of_1000_classes_is_fast_and_small():
@@ -220,8 +257,9 @@ def test_own_mass_lines_flag_the_softening_classes_and_drift_bars_match_analysis
     soft = soft_by_stage(st1, st2)
     names = ["cat", "dog", "fox"]
     fig = figures.own_mass_lines(soft, names, threshold=0.5, highlight=2)
-    grey, red, blue, thr = fig.data
-    assert red.name == "flagged (1)" and [y for y in red.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3), 0.3]
+    grey, red, blue, erased, thr = fig.data
+    assert list(erased.x) == ["stage_2"] and "dog" in erased.name     # dog's label peaks on cat: erased
+    assert red.name == "flagged: dog" and [y for y in red.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3), 0.3]
     assert "own mass 0.30 < 0.50" in red.text[1] and "below cat" in red.text[1]
     assert [y for y in blue.y if y is not None] == [pytest.approx(0.8 + 0.2 / 3)] * 2 and blue.name == "fox"
     assert sum(y is not None for y in grey.y) == 2 and list(thr.y) == [0.5, 0.5]
@@ -240,7 +278,7 @@ def test_template_plane_and_embedding_scatter_keep_dataset_indices():
                         "class_name": ["e", "e", "g", "i"], "index": [10, 11, 20, 30]})
     tpl = pd.DataFrame({"x": [0.0, 1, 2], "y": [0.0, 1, 0], "label": [9, 5, 7], "class_name": ["i", "e", "g"]})
     fig = figures.template_plane(pts, tpl)
-    assert [t.name for t in fig.data] == ["i", "e", "g", "templates"]
+    assert [t.name for t in fig.data] == ["i", "e", "g", "templates", "★ class templates"]
     assert list(fig.data[1].customdata) == [10, 11] and fig.data[3].marker.symbol == "star"
     assert list(fig.data[3].x) == [0, 1, 2] and fig.layout.yaxis.scaleanchor == "x"
     emb = figures.embedding_scatter(pts, "PCA")
@@ -255,7 +293,8 @@ def test_tables_and_sweep_figures():
     single = figures.template_distance_table(d1)
     assert single.data[0].cells.values[1] == ["0.000", "1.200", "1.700"]
     side = figures.template_distance_table({"LS": d1, "COLAM": d2})
-    assert side.data[0].cells.values[0] == ["a – b", "a – c", "b – c"]
+    assert plain(side.data[0].cells.values[0]) == ["a – b", "a – c", "b – c"]
+    assert all(" " not in str(v) for col in side.data[0].cells.values for v in col)  # drawn on first display
     assert side.data[0].cells.values[2] == ["1.320", "1.870", "1.650"]
     with pytest.raises(ValueError, match="classes"):
         figures.template_distance_table({"LS": d1, "X": d1.iloc[:2, :2]})
@@ -263,12 +302,15 @@ def test_tables_and_sweep_figures():
     rows = [dict(method="hl", seed=0, test_acc=0.90), dict(method="hl", seed=1, test_acc=0.92),
             dict(method="colam", seed=0, test_acc=0.95)]
     t = figures.results_table(rows)
-    header = [h.replace("<b>", "").replace("</b>", "") for h in t.data[0].header.values]
+    header = plain(t.data[0].header.values)
     assert header == ["method", "test_acc · seed 0", "test_acc · seed 1", "test_acc · mean ± std", "test_acc · n"]
+    assert all(" " not in h and "<" not in h for h in t.data[0].header.values)  # no markup: placed at once
     cells = t.data[0].cells.values
     ref = analysis.results_table(rows)
     assert cells[1] == ["0.9000", "0.9500"] and cells[2] == ["0.9200", "-"]
-    assert list(cells[3]) == ref["mean ± std"].tolist() and list(cells[4]) == [2, 1]
+    assert plain(cells[3]) == ref["mean ± std"].tolist() and plain(cells[4]) == ["2", "1"]
+    one = figures.results_table([dict(method="hl", seed=0, test_acc=0.9), dict(method="ls", seed=0, test_acc=0.8)])
+    assert len(one.data[0].header.values) == 2 and "one seed" in one.layout.title.text  # no mean of one value
 
     results = pd.DataFrame({"interval": [2, 2, 4, 4], "peer_samples": [1, "all", 1, "all"],
                             "test_acc": [0.8, 0.9, 0.85, np.nan], "T": [1.0, 1.5, 2.0, 2.0],
@@ -300,7 +342,7 @@ def test_reliability_diagram_single_and_overlay():
 
 def test_sync_figure_makes_a_view_equal_to_any_new_figure():
     view = go.FigureWidget(figures.message("nothing yet"))
-    s = np.random.default_rng(3).dirichlet(np.ones(4), size=4)
+    s = 0.5 * np.eye(4) + 0.5 * np.random.default_rng(3).dirichlet(np.ones(4), size=4)
     for fig in (figures.soft_label_heatmap(s, highlight=1), figures.soft_label_heatmap(s.T),
                 figures.top_k_bars(s, 0), figures.message("again"), figures.soft_label_heatmap(s, highlight=2)):
         sync_figure(view, fig)
@@ -341,11 +383,31 @@ def test_soft_label_explorer_follows_the_stage_slider_and_class_picker(tiny_runs
     assert list(figs["top_k"].data[0].x) == ref["other_name"].tolist()
     np.testing.assert_allclose(arr(figs["top_k"].data[0].y), ref["mass"].to_numpy())
     assert figs["heatmap"].layout.shapes[0].y0 == 2.5
-    assert figs["own_mass"].data[2].name == run.class_names[3]
+    assert figs["own_mass"].data[2].name.startswith(run.class_names[3])
     with pytest.raises(ValueError, match="no soft labels"):
         SoftLabelExplorer(tiny_runs["hl"])
     with pytest.raises(ValueError, match="stage 5"):
         SoftLabelExplorer(run, stage=5)
+
+
+def test_soft_label_explorer_marks_erased_classes_in_every_view(erased_run):
+    """Issue 17: stage_2 of this run erases class 2 (its label peaks on class 3); the explorer names both, in the
+    banner, the class picker and every figure, also when the erased class is the one picked."""
+    names = erased_run.class_names
+    e = SoftLabelExplorer(erased_run, cls=2, mode="interactive")
+    assert e.stage_slider.value == 2 and list(e.erased["class"]) == [2]
+    assert "Class erased" in e.note.value and f"erase {names[2]}" in e.note.value and names[3] in e.note.value
+    assert dict(e.class_picker.options)[f"✖ {names[2]} (erased at stage 2)"] == 2
+    figs = e.figures()
+    assert list(figs["heatmap"].data[1].y) == [names[2]] and list(figs["heatmap"].data[1].x) == [names[3]]
+    assert "is erased" in figs["top_k"].layout.annotations[0].text
+    assert figs["own_mass"].data[2].name == f"{names[2]} (flagged)" and list(figs["own_mass"].data[3].x) == ["stage_2"]
+    assert figs["drift"].data[0].marker.pattern.shape[2] == "x"
+    e.stage_slider.value = 1                                       # stage 1 is healthy: no banner there ...
+    assert e.note.value == "" and len(e.figures()["heatmap"].data[1].x) == 0
+    assert list(e.figures()["own_mass"].data[3].x) == ["stage_2"]  # ... but the history still shows the erasure
+    e.k_slider.value = 2                                           # the top-k control
+    assert len(e.figures()["top_k"].data[0].x) == 2 and e.views["top_k"].layout.title.text.startswith("Top 2")
 
 
 def test_soft_label_explorer_live_views_and_heatmap_click(tiny_runs):
@@ -375,7 +437,7 @@ def test_representation_explorer_template_plane_pca_and_hover_image(tiny_runs):
     r = RepresentationExplorer(run, classes=(0, 1, 2), per_class=20, mode="interactive")
     fig = r.figures()["projection"]
     points, templates = analysis.template_plane_for_run(run, None, (0, 1, 2), per_class=20)
-    assert [t.name for t in fig.data] == [*run.class_names[:3], "templates"]
+    assert [t.name for t in fig.data] == [*run.class_names[:3], "templates", "★ class templates"]
     np.testing.assert_allclose(arr(fig.data[3].x), templates["x"].to_numpy())
     np.testing.assert_allclose(arr(fig.data[3].y), templates["y"].to_numpy())
     for c in range(3):                                       # the same numbers as analysis.template_plane_for_run
@@ -453,18 +515,56 @@ def test_run_comparison_overlays_selected_runs(tiny_runs):
     dist = figs["template_distances"].data[0].cells.values
     ref = analysis.template_distances_for_run(tiny_runs["ls"], classes=[0, 1, 2])
     names = runs[0].class_names
-    assert dist[0][0] == f"{names[0]} – {names[1]}" and dist[2][1] == f"{ref.iloc[0, 2]:.3f}"
+    assert plain(dist[0])[0] == f"{names[0]} – {names[1]}" and dist[2][1] == f"{ref.iloc[0, 2]:.3f}"
 
     c.run_picker.value = ("colam", "hl")
     c.class_picker.value = (3, 1)
     figs = c.figures()
     assert [t.name for t in figs["curves"].data][::4] == ["hl train_loss", "colam train_loss"]
     ref = analysis.template_distances_for_run(tiny_runs["colam"], classes=[1, 3])
-    assert figs["template_distances"].data[0].cells.values[0] == [f"{names[1]} – {names[3]}"]
+    assert plain(figs["template_distances"].data[0].cells.values[0]) == [f"{names[1]} – {names[3]}"]
     assert figs["template_distances"].data[0].cells.values[2] == [f"{ref.iloc[0, 1]:.3f}"]
     assert all(same_figure(c.views[n], figs[n]) for n in figs)
     c.run_picker.value = ()
     assert c.figures()["results"].layout.annotations[0].text == "no runs selected"
+
+
+def test_run_comparison_keeps_colours_finds_nested_runs_and_says_when_runs_differ(tiny_runs, tmp_path):
+    import shutil
+    shutil.copytree(tiny_runs["hl"].path, tmp_path / "quick" / "HL")
+    shutil.copytree(tiny_runs["colam"].path, tmp_path / "sweep" / "deep" / "COLAM")
+    c = RunComparison(tmp_path, mode="interactive")
+    assert list(c.runs) == ["quick/HL", "sweep/deep/COLAM"]             # nested run folders, labelled by path
+    assert "differ in epochs (4: quick/HL; 6: sweep/deep/COLAM)" in c.note.value
+    colour = c.figures()["curves"].data[4].line.color                  # COLAM's first curve
+    c.run_picker.value = ("sweep/deep/COLAM",)
+    assert c.figures()["curves"].data[0].line.color == colour == c.colors["sweep/deep/COLAM"]
+    assert "differ" not in c.note.value
+
+
+def test_slow_work_shows_a_busy_line_and_disables_the_controls(tiny_runs, monkeypatch):
+    seen = []
+    r = RepresentationExplorer(tiny_runs["colam"], per_class=10, mode="interactive")
+    real = r.cache.get
+
+    def spy(*a, **kw):
+        seen.append((r.busy.value, [c.disabled for c in r._controls]))
+        return real(*a, **kw)
+    monkeypatch.setattr(r.cache, "get", spy)
+    r.projection_toggle.value = "pca"
+    (busy, disabled), = seen
+    assert "computing PCA of 30 samples" in busy and "fa-spinner" in busy and all(disabled)
+    assert r.busy.value == "" and not any(c.disabled for c in r._controls)
+    r.projection_toggle.value = "template"
+    r.projection_toggle.value = "pca"                                  # cached now: no busy line, no flicker
+    assert len(seen) == 2 and seen[1][0] == ""
+
+    c = RunComparison([tiny_runs["hl"], tiny_runs["ls"]], mode="interactive")
+    real_td = analysis.template_distances_for_run
+    monkeypatch.setattr(analysis, "template_distances_for_run",
+                        lambda *a, **kw: seen.append((c.busy.value, c.class_picker.disabled)) or real_td(*a, **kw))
+    c.class_picker.value = (0, 3)
+    assert "computing template distances of 2 run(s)" in seen[-1][0] and seen[-1][1] and c.busy.value == ""
 
 
 def test_run_comparison_opens_a_folder_of_runs_and_groups_by_method(tiny_runs):
@@ -513,7 +613,7 @@ def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
         assert len(s.trainer.history) == 2 and s.trainer.current_stage == 2
         figs = s.figures()
         np.testing.assert_array_equal(arr(figs["soft_labels"].data[0].z), s.trainer.soft_label_history["stage_1"])
-        assert [len(t.x) for t in figs["curves"].data] == [2, 2, 2, 2]
+        assert [len(t.x) for t in figs["curves"].data] == [2, 2, 2, 2, 0]   # + the loss floor (from stage 2 on)
         assert same_figure(s.views["soft_labels"], figs["soft_labels"])
         assert same_figure(s.views["curves"], figs["curves"])
         assert not s.next_button.disabled and s.stop_button.disabled and s.error is None
@@ -526,6 +626,66 @@ def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
         assert len(s.figures()["curves"].layout.shapes) == 2
     finally:
         s.close()
+
+
+def test_stage_stepper_says_what_it_does_between_batches(tmp_path):
+    """The test pass, the soft-label pass and the checkpoint each show a phase line while they run."""
+    s = StageStepper(Config(method="colam", epochs=2, stages=2, **TINY), out=tmp_path / "r", mode="interactive")
+    seen = []
+    s.trainer.subscribe(lambda ev: ev.kind == "phase" and seen.append((ev.phase, s.status.value, s.phase)))
+    try:
+        s.run_stage().wait(60)
+        phases = [p for p, _, _ in seen]
+        assert phases == ["test", "soft_labels", "checkpoint"]
+        status = {p: st for p, st, _ in seen}
+        assert "evaluating on the test set" in status["test"] and "fa-spinner" in status["test"]
+        n = s.trainer.info.num_train
+        assert f"learning soft labels from {n} training images" in status["soft_labels"]
+        assert "writing checkpoint" in status["checkpoint"] and s.phase == ""
+        assert "Next: stage 2 of 2" in s.status.value and "fa-spinner" not in s.status.value
+        figs = s.figures()["curves"]
+        assert list(figs.layout.xaxis.range) == [0.5, 2.5] and list(figs.layout.xaxis2.range) == [0.5, 2.5]
+        assert list(figs.layout.yaxis2.range) == [0, 1.02]
+    finally:
+        s.close()
+
+
+def test_stage_stepper_axes_before_the_first_epoch(tmp_path):
+    with Trainer(Config(method="colam", epochs=4, stages=2, **TINY), out=tmp_path / "r") as t:
+        fig = StageStepper(t, mode="static").figures()["curves"]
+    assert list(fig.layout.xaxis.range) == [0.5, 4.5] and list(fig.layout.yaxis.range) == [0, 1]
+    assert list(fig.layout.yaxis2.range) == [0, 1.02]
+    assert any("no epoch finished yet" in a.text for a in fig.layout.annotations)
+
+
+def test_stage_stepper_shows_a_banner_when_an_update_erases_a_class(tmp_path):
+    """A built-to-fail run (tests/datafiles.write_confusable_fashion: class 1 drawn like class 0, 4x rarer) erases
+    class 1 at the first update; the stepper names it and the class that took it, and the loss floor appears."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from datafiles import write_confusable_fashion
+    write_confusable_fashion(tmp_path / "fm", np.random.default_rng(0))
+    cfg = Config(dataset="fashion_mnist", data_root=str(tmp_path / "fm"), method="colam", epochs=4, stages=2,
+                 T=1.5, batch_size=32, lr=0.1, augment="none")
+    s = StageStepper(cfg, out=tmp_path / "r", mode="static")
+    try:
+        assert s.warning_area.value == ""
+        s.run_all()
+        names = s.class_names
+        assert "Class erased" in s.warning_area.value and len(s.warnings) >= 1
+        assert f"erase {names[1]}" in s.warnings[0] and f"on {names[0]}" in s.warnings[0]
+        heat = s.figures()["soft_labels"]
+        assert names[1] in list(heat.data[1].y)
+        floor = s.figures()["curves"].data[4]
+        expected = analysis.target_entropy(s.trainer.soft_label_history["stage_1"],
+                                           np.bincount(s.trainer.data.train_labels.numpy(), minlength=10))
+        assert floor.y[0] == pytest.approx(expected) and list(floor.x[:2]) == [2.5, 4.5]
+    finally:
+        s.close()
+    again = StageStepper(cfg, out=tmp_path / "r", mode="static")      # a new session on the same run: still there
+    try:
+        assert "Class erased" in again.warning_area.value
+    finally:
+        again.close()
 
 
 def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
@@ -646,3 +806,59 @@ def test_top_level_api():
     assert set(workbench.__all__) == {"StageStepper", "SoftLabelExplorer", "RepresentationExplorer", "RunComparison",
                                       "figures", "show", "display_mode", "set_display_mode"}
     assert workbench.__doc__.startswith("Interactive widgets and plotly figures for COLAM runs")
+
+
+# ---------------------------------------------------------------------------
+# static images and the offline HTML export
+# ---------------------------------------------------------------------------
+
+needs_images = pytest.mark.skipif(__import__("workbench.images").images.unavailable() is not None,
+                                  reason="kaleido or a Chromium is missing (apt-get install chromium)")
+
+
+@pytest.mark.slow
+@needs_images
+def test_images_png_svg_pdf(tmp_path):
+    from workbench import images
+    fig = figures.template_distance_table({"LS": pd.DataFrame([[0, 1.2], [1.2, 0]], index=["a b", "c"],
+                                                              columns=["a b", "c"])})
+    with images.image_server():
+        paths = [images.save(fig, tmp_path / f"t.{ext}") for ext in ("png", "svg", "pdf")]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[2].read_bytes()[:4] == b"%PDF"
+    svg = paths[1].read_text()
+    assert "<svg" in svg and "a\u00a0b\u00a0–\u00a0c" in svg      # the table's cell text is in the image
+    with pytest.raises(images.ImageError, match="format"):
+        images.to_image(fig, "gif")
+
+
+@pytest.mark.slow
+@needs_images
+def test_export_html_is_offline_small_and_folds_logs(tmp_path):
+    import re
+
+    import nbformat
+
+    from workbench import export
+    nb = nbformat.v4.new_notebook()
+    log = "".join(f"stage 1 epoch {i}: train loss 0.5\n" for i in range(30))
+    bundle = wdisplay.figure_bundle(figures.soft_label_heatmap(np.eye(3) * 0.8 + 0.2 / 3, ["a", "b", "c"]))
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title $x^2$"),
+                nbformat.v4.new_code_cell("train()", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text=line) for line in log.splitlines(True)]
+                    + [nbformat.v4.new_output("display_data", data=bundle)])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    html_text = export.export_html(tmp_path / "x.ipynb").read_text()
+    assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html_text)     # nothing fetched: no CDN
+    assert "require.min.js" not in html_text and "MathJax" not in html_text and "html-manager" not in html_text
+    imgs = re.findall(r"<img[^>]*colam-figure[^>]*>", html_text)
+    assert len(imgs) == 1 and "data:image/svg+xml;base64," in imgs[0] and PLOTLY_JS_MARK not in html_text
+    assert "log: 30 lines" in html_text and "<details" in html_text
+    assert len(html_text) < 800_000
+    export.add_images(tmp_path / "x.ipynb")
+    out = nbformat.read(tmp_path / "x.ipynb", as_version=4)
+    data = out.cells[1].outputs[-1]["data"]
+    assert "image/png" in data and "application/vnd.plotly.v1+json" in data   # GitHub shows the PNG
+
+
+PLOTLY_JS_MARK = "plotly.js v"

@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from colam_core import analysis
+from colam_core.metrics import erasures
 
 __all__ = [
     "learning_curves",
@@ -39,6 +40,8 @@ __all__ = [
     "own_mass_lines",
     "drift_bars",
     "template_plane",
+    "template_planes",
+    "plane_range",
     "embedding_scatter",
     "template_distance_table",
     "adt_adc_heatmaps",
@@ -105,8 +108,8 @@ def _new(*traces) -> go.Figure:
 
 
 def _base_layout(fig: go.Figure, title: str | None, height: int, **kw) -> go.Figure:
-    fig.update_layout(title=title, height=height,
-                      margin=dict(l=60, r=20, t=60 if title else 30, b=50), **kw)
+    top = 30 if not title else 80 if "<br>" in title else 60
+    fig.update_layout(title=title, height=height, margin=dict(l=60, r=20, t=top, b=50), **kw)
     return fig
 
 
@@ -138,17 +141,26 @@ def _histories(history: Any) -> dict[str, pd.DataFrame]:
 # ---------------------------------------------------------------------------
 
 def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title: str | None = None,
-                    height: int = 340) -> go.Figure:
+                    height: int = 360, epochs: int | None = None, colors: Mapping[str, str] | None = None,
+                    loss_floors: Mapping[int, float] | None = None) -> go.Figure:
     """Loss and accuracy per epoch with dotted lines at the stage boundaries (the soft-label updates).
 
     ``history``: a history DataFrame (``run.history``), a run, or several runs
     to overlay as a mapping ``{label: DataFrame or run}`` or a sequence of runs
     (labelled by ``run.name``). Metrics are grouped into side-by-side panels
     by their suffix (``*_loss``, ``*_acc``, ...). One run: one color per
-    split; several: one color per run, train dotted, test solid. There is one
-    trace per run and metric present in its history, even while the history
-    is empty, so a live figure keeps its traces as epochs arrive. Data and
-    boundaries come from ``analysis.learning_curves``.
+    split; several (or any, when ``colors={label: color}`` is given: a run
+    then keeps its color whatever else is shown): one color per run, train
+    dotted, test solid. There is one trace per run and metric present in its history, even
+    while the history is empty, so a live figure keeps its traces as epochs
+    arrive. Data and boundaries come from ``analysis.learning_curves``.
+
+    ``epochs`` fixes the x axis to the whole run (a live figure then never
+    rescales); accuracy panels always span 0 to 1. ``loss_floors`` (``{stage:
+    value}``, e.g. ``analysis.target_entropy`` of the labels a stage trains
+    on) draws each stage's lowest reachable training loss: after a soft-label
+    update the training loss is a cross-entropy against soft targets, whose
+    minimum is their entropy, not 0, which is why it jumps at the update.
     """
     runs = _histories(history)
     if not runs:
@@ -162,8 +174,9 @@ def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title:
     keys = list(panels)
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[_PANEL_TITLES.get(k, k) for k in keys],
                         horizontal_spacing=0.09, figure=_new())
-    overlay = len(runs) > 1
+    overlay = len(runs) > 1 or colors is not None  # run colours, also when one run of a comparison is shown
     last_epoch = max((int(h["epoch"].max()) for h in runs.values() if len(h)), default=0)
+    span = max(int(epochs or 0), last_epoch)
     panel_of = {m: keys.index(k) + 1 for k, ms in panels.items() for m in ms}
     boundaries: set[int] = set()
     for r, (label, h) in enumerate(runs.items()):
@@ -173,11 +186,12 @@ def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title:
             boundaries.update(b)
         else:
             curves = pd.DataFrame(columns=["epoch", "stage", "metric", "value"])
+        run_color = (colors or {}).get(label, PALETTE[r % len(PALETTE)])
         for m in present:
             c = curves[curves["metric"] == m]
             split = m.split("_", 1)[0]
             if overlay:
-                color, dash, name = PALETTE[r % len(PALETTE)], ("dot" if split == "train" else "solid"), f"{label} {m}"
+                color, dash, name = run_color, ("dot" if split == "train" else "solid"), f"{label} {m}"
             else:
                 color, dash, name = PALETTE[0 if split == "train" else 1], "solid", m
             fig.add_trace(go.Scatter(
@@ -186,13 +200,45 @@ def learning_curves(history: Any, metrics: Sequence[str] = CURVE_METRICS, title:
                 marker=dict(size=5), customdata=c["stage"].to_numpy(dtype=float),
                 hovertemplate=f"{name}<br>epoch %{{x}} (stage %{{customdata}})<br>%{{y:.4f}}<extra></extra>",
             ), row=1, col=panel_of[m])
-    for col in range(1, len(keys) + 1):
+    loss_col = keys.index("loss") + 1 if "loss" in keys else None
+    if loss_floors is not None and loss_col is not None and not overlay:  # one trace, even while empty
+        stage_epochs = _stage_spans(runs)
+        xs, ys = [], []
+        for st, floor in sorted(loss_floors.items()):
+            if int(st) in stage_epochs:
+                a, b = stage_epochs[int(st)]
+                xs += [a - 0.5, b + 0.5, None]
+                ys += [float(floor), float(floor), None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="lowest reachable train loss (target entropy)",
+                                 showlegend=bool(xs), line=dict(color="#999", dash="dash", width=1),
+                                 hoverinfo="skip"), row=1, col=loss_col)
+    for col, key in enumerate(keys, start=1):
         suffix = "" if col == 1 else str(col)
         for b in sorted(boundaries):
             fig.add_shape(type="line", x0=b + 0.5, x1=b + 0.5, y0=0, y1=1, xref=f"x{suffix}",
                           yref=f"y{suffix} domain", line=dict(color="#888", dash="dot", width=1))
-        fig.update_xaxes(title_text="epoch", row=1, col=col, dtick=max(1, math.ceil(last_epoch / 10)))
-    return _base_layout(fig, title, height, legend=dict(orientation="h", y=-0.4))
+            if col == loss_col:
+                fig.add_annotation(x=b + 0.5, y=1, xref=f"x{suffix}", yref=f"y{suffix} domain", text="new labels",
+                                   showarrow=False, xanchor="left", yanchor="top", font=dict(size=10, color="#777"))
+        fig.update_xaxes(title_text="epoch", row=1, col=col, dtick=max(1, math.ceil(max(span, 1) / 10)),
+                         range=[0.5, span + 0.5] if span else [0.5, 1.5])
+        if key == "acc":
+            fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+        elif last_epoch == 0:
+            fig.update_yaxes(range=[0, 1], row=1, col=col)  # no data yet: a plain axis, not plotly's -1..4
+    if last_epoch == 0:
+        fig.add_annotation(text="no epoch finished yet", x=0.5, y=0.5, xref="paper", yref="paper",
+                           showarrow=False, font=dict(size=13, color="#777"))
+    return _base_layout(fig, title, height, legend=dict(orientation="h", y=-0.3))
+
+
+def _stage_spans(runs: Mapping[str, pd.DataFrame]) -> dict[int, tuple[int, int]]:
+    """stage -> (first epoch, last epoch) of the (single) history."""
+    (h,) = runs.values()
+    if not len(h):
+        return {}
+    g = h.groupby("stage")["epoch"]
+    return {int(s): (int(a), int(b)) for s, a, b in zip(g.min().index, g.min(), g.max())}
 
 
 # ---------------------------------------------------------------------------
@@ -215,7 +261,10 @@ def soft_label_heatmap(soft: Any, class_names: Sequence[str] | None = None, page
 
     ``highlight`` outlines the row of that class (when it is on the page).
     Colors bend towards small masses (see ``_emphasize_small``); hover shows
-    the exact mass.
+    the exact mass. Erased classes (``colam_core.metrics.erasures``: the
+    label's largest entry is another class) are always marked: a red dotted
+    outline of the row, a red ✖ on the cell that took the mass (trace 1,
+    empty when none) and the row label ``✖ class → taker``.
     """
     s = _square(soft)
     C = s.shape[0]
@@ -245,19 +294,41 @@ def soft_label_heatmap(soft: Any, class_names: Sequence[str] | None = None, page
         z=z, x=xlab, y=ylab, zmin=0.0, zmax=1.0, colorscale=SOFT_SCALE, colorbar=dict(title="mass", thickness=12),
         hovertemplate="soft label of %{y}<br>" + what + " on %{x}: %{z:.4f}<extra></extra>",
     ))
+    # erased classes (their label's largest entry is another class): never hidden, whatever is picked
+    gone = [e for e in erasures(s) if what == "mass" and e["class"] in row_of and names[e["taken_by"]] in xlab]
+    fig.add_trace(go.Scatter(
+        x=[names[e["taken_by"]] for e in gone], y=[names[e["class"]] for e in gone], mode="markers",
+        name="erased: the label's largest mass", showlegend=bool(gone),
+        marker=dict(symbol="x-thin-open", size=12, color=FLAGGED, line=dict(width=3, color=FLAGGED)),
+        text=[f"{names[e['class']]} is erased: {e['taken_mass']:.3f} on {names[e['taken_by']]}, "
+              f"{e['own_mass']:.3f} on itself" for e in gone],
+        hovertemplate="%{text}<extra></extra>",
+    ))
     if highlight is not None and int(highlight) in row_of:
         i = row_of[int(highlight)]
         fig.add_shape(type="rect", x0=-0.5, x1=len(xlab) - 0.5, y0=i - 0.5, y1=i + 0.5, xref="x", yref="y",
                       line=dict(color="white", width=2))
+    for e in gone:
+        i = row_of[e["class"]]
+        fig.add_shape(type="rect", x0=-0.5, x1=len(xlab) - 0.5, y0=i - 0.5, y1=i + 0.5, xref="x", yref="y",
+                      line=dict(color=FLAGGED, width=2, dash="dot"))
+    erased_names = {names[e["class"]]: names[e["taken_by"]] for e in gone}
+    ticks = [f"<span style='color:{FLAGGED}'><b>✖ {n}</b> → {erased_names[n]}</span>" if n in erased_names else n
+             for n in ylab]
     fig.update_xaxes(type="category", title_text="mass on class", showgrid=False)
-    fig.update_yaxes(type="category", title_text="soft label of class", autorange="reversed", showgrid=False,
-                     scaleanchor="x", constrain="domain")
+    fig.update_yaxes(type="category", title_text="soft label of class" + (" (✖: erased)" if gone else ""),
+                     autorange="reversed", showgrid=False, scaleanchor="x", constrain="domain",
+                     tickmode="array", tickvals=list(ylab), ticktext=ticks)
+    fig.update_layout(legend=dict(orientation="h", y=-0.15, x=0))
     return _base_layout(fig, title, height)
 
 
 def top_k_bars(soft: Any, cls: int, k: int = 5, class_names: Sequence[str] | None = None,
                title: str | None = None, height: int = 300) -> go.Figure:
     """The ``k`` largest entries of class ``cls``'s soft label (the class itself included, in its own color).
+
+    When ``cls`` is erased (its largest entry is another class) the bar of that class is red and a line on the
+    figure says so.
 
     Numbers from ``analysis.top_k_soft(soft, k, class_names, include_self=True)``.
     """
@@ -266,34 +337,52 @@ def top_k_bars(soft: Any, cls: int, k: int = 5, class_names: Sequence[str] | Non
         raise ValueError(f"cls must be a class id in [0, {s.shape[0]}); got {cls}")
     t = analysis.top_k_soft(s, k=k, class_names=class_names, include_self=True)
     t = t[t["class"] == int(cls)]
-    colors = [HIGHLIGHT if o == int(cls) else "#9ab3d6" for o in t["other"]]
+    taken = {e["class"]: e for e in erasures(s)}.get(int(cls))
+    colors = [HIGHLIGHT if o == int(cls) else FLAGGED if taken and o == taken["taken_by"] else "#9ab3d6"
+              for o in t["other"]]
     fig = _new(go.Bar(
         x=t["other_name"].tolist(), y=t["mass"].to_numpy(), marker_color=colors, customdata=t["other"].to_numpy(),
         text=[f"{m:.3f}" for m in t["mass"]], textposition="outside", cliponaxis=False,
         hovertemplate="mass on %{x}: %{y:.4f}<extra></extra>",
     ))
-    name = _names(class_names, s.shape[0])[int(cls)]
+    names = _names(class_names, s.shape[0])
+    name = names[int(cls)]
     fig.update_xaxes(type="category", title_text="class")
     fig.update_yaxes(title_text="mass", range=[0, 1.08])
+    if taken:  # said on the figure itself, whatever title the caller gives
+        fig.add_annotation(text=f"✖ {name} is erased: its label puts {taken['taken_mass']:.2f} on "
+                                f"{names[taken['taken_by']]}, {taken['own_mass']:.2f} on itself",
+                           x=1, y=1.0, xref="paper", yref="paper", xanchor="right", yanchor="bottom",
+                           showarrow=False, font=dict(color=FLAGGED, size=13))
     return _base_layout(fig, title if title is not None else f"Top {k} of the soft label of {name}", height)
+
+
+def _name_list(names: Sequence[str], limit: int = 4) -> str:
+    """``a, b, c`` or ``a, b, c, d +5 more``."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" +{len(names) - limit} more" if len(names) > limit else "")
 
 
 def own_mass_lines(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] | None = None,
                    threshold: float = 0.5, highlight: int | None = None, title: str | None = None,
-                   height: int = 340) -> go.Figure:
+                   height: int = 360) -> go.Figure:
     """Each class's own mass (the diagonal) at every soft-label update: the softening-ratchet diagnostic.
 
     Classes that ``analysis.sharpness`` flags at any stage (own mass below
-    ``threshold``, or below another class's mass) are drawn in red, the other
-    classes in grey, ``highlight`` in blue; the dashed line is the threshold.
-    Hover names the class and the flag reason. Numbers from
-    ``analysis.own_mass_table`` and ``analysis.sharpness``. Three line traces
-    (grey, red, blue; each may be empty) plus the threshold, whatever C is.
+    ``threshold``, or below another class's mass) are drawn in red and named
+    in the legend, the other classes in grey, ``highlight`` in blue (its
+    markers red where it is flagged: picking a class never hides its flag);
+    every erased class at every update (``analysis.erasures_by_stage``) gets a
+    red ✖; the dashed line is the threshold. Hover names the class and the
+    flag reason. Numbers from ``analysis.own_mass_table``, ``sharpness`` and
+    ``erasures_by_stage``. Five traces (grey, red, blue, erased, threshold;
+    each of the first four may be empty), whatever C is.
     """
     if not soft_by_stage:
         return message("no soft labels: stage 1 trains on hard labels, the first update comes at its end")
     table = analysis.own_mass_table(soft_by_stage, class_names)
     sharp = analysis.sharpness(soft_by_stage, threshold=threshold, class_names=class_names)
+    gone = analysis.erasures_by_stage(soft_by_stage, class_names)
     stages = list(table.columns)
     C = len(table)
     names = _names(class_names, C)
@@ -315,23 +404,39 @@ def own_mass_lines(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] 
         return x, y, text
 
     fig = _new()
+    picked = [] if highlight is None else [int(highlight)]
+    red = sorted(flagged - set(picked))
+    pick_name = (names[picked[0]] + (" (flagged)" if set(picked) & flagged else "")) if picked else "picked class"
     groups = [
-        ("other classes", [c for c in range(C) if c not in flagged and c != highlight], MUTED, 1),
-        (f"flagged ({len(flagged)})", [c for c in sorted(flagged) if c != highlight], FLAGGED, 2),
-        (names[highlight] if highlight is not None else "picked class",
-         [] if highlight is None else [int(highlight)], HIGHLIGHT, 3.5),
+        ("other classes", [c for c in range(C) if c not in flagged and c not in picked], MUTED, 1),
+        (f"flagged: {_name_list(names[c] for c in red)}" if red else "flagged: none", red, FLAGGED, 2),
+        (pick_name, picked, HIGHLIGHT, 3.5),
     ]
     for name, classes, color, width in groups:
         x, y, text = lines(classes)
+        marker_color = ([FLAGGED if (st, c) in reason and reason[(st, c)] else color for c in classes
+                         for st in [*stages, None]] if classes == picked and picked else color)
         fig.add_trace(go.Scatter(x=x, y=y, text=text, mode="lines+markers", name=name, connectgaps=False,
-                                 line=dict(color=color, width=width), marker=dict(size=4 + width),
+                                 line=dict(color=color, width=width), marker=dict(size=4 + width, color=marker_color),
                                  hovertemplate="%{text}<extra></extra>"))
+    er_names = _name_list(dict.fromkeys(gone["class_name"]))
+    fig.add_trace(go.Scatter(
+        x=gone["stage"].tolist(), y=gone["own_mass"].to_numpy(), mode="markers",
+        name=f"✖ erased: {er_names}" if len(gone) else "erased: none", showlegend=bool(len(gone)),
+        marker=dict(symbol="x-thin-open", size=14, color=FLAGGED, line=dict(width=3, color=FLAGGED)),
+        text=[f"{r.class_name} erased at {r.stage}: {r.taken_mass:.3f} on {r.taken_by_name}, {r.own_mass:.3f} on "
+              "itself" for r in gone.itertuples()],
+        hovertemplate="%{text}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[stages[0], stages[-1]], y=[threshold, threshold], mode="lines",
                              name=f"threshold {threshold:g}", line=dict(color="#444", dash="dash", width=1),
                              hoverinfo="skip"))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=stages, title_text="soft labels of")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=stages,
+                     title_text="soft labels learned at the end of stage", tickmode="array", tickvals=stages,
+                     ticktext=[str(st).removeprefix("stage_") for st in stages])
     fig.update_yaxes(title_text="own-class mass", range=[0, 1.02])
-    return _base_layout(fig, title if title is not None else "Own-class mass per update (red: flagged)", height)
+    fig.update_layout(legend=dict(orientation="h", y=-0.3, x=0))
+    return _base_layout(fig, title if title is not None else "Own-class mass per update (red: flagged, ✖: erased)",
+                        height)
 
 
 def drift_bars(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] | None = None,
@@ -342,7 +447,8 @@ def drift_bars(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] | No
     The move into the first update is measured from the hard (one-hot)
     labels. Numbers from ``analysis.drift(include_hard=True)``; bars of classes
     flagged at ``to_stage`` by ``analysis.sharpness`` are red, ``highlight``
-    blue.
+    blue; classes erased at ``to_stage`` are cross-hatched with a red outline
+    (also when picked).
     """
     if not soft_by_stage:
         return message("no soft labels yet")
@@ -356,9 +462,14 @@ def drift_bars(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] | No
     sharp = analysis.sharpness({target: mats[target]}, threshold=threshold, class_names=class_names)
     flagged = set(sharp.loc[sharp["flag"], "class"].astype(int))
     colors = [HIGHLIGHT if c == highlight else FLAGGED if c in flagged else "#9ab3d6" for c in d["class"]]
+    gone = {e["class"]: e for e in erasures(_square(mats[target]))}
+    names = _names(class_names, len(mats[target]))
     fig = _new(go.Bar(
         x=d["class_name"].tolist(), y=d["tv"].to_numpy(), marker_color=colors, customdata=d["class"].to_numpy(),
-        hovertemplate="%{x}: total variation %{y:.4f}<extra></extra>",
+        marker_pattern_shape=["x" if c in gone else "" for c in d["class"]],
+        marker_line=dict(color=[FLAGGED if c in gone else "rgba(0,0,0,0)" for c in d["class"]], width=2),
+        text=[f"erased → {names[gone[c]['taken_by']]}" if c in gone else "" for c in d["class"]],
+        hovertemplate="%{x}: total variation %{y:.4f} %{text}<extra></extra>",
     ))
     src = d["from_stage"].iloc[0] if len(d) else ""
     fig.update_xaxes(type="category", title_text="class")
@@ -387,27 +498,84 @@ def _classes_of(points: pd.DataFrame) -> tuple[list[int], list[str]]:
     return first["label"].astype(int).tolist(), first["class_name"].astype(str).tolist()
 
 
-def template_plane(points: pd.DataFrame, templates: pd.DataFrame, title: str | None = None,
-                   height: int = 480) -> go.Figure:
-    """Müller et al.'s template plane: samples of three classes and their templates (stars).
+def plane_range(*planes: tuple[pd.DataFrame, pd.DataFrame], pad: float = 0.08) -> tuple[float, float]:
+    """One axis range that holds every point and template of the given ``(points, templates)`` planes on both
+    axes (the plane is drawn with equal scales), with ``pad`` of the span either side: pass it to
+    ``template_plane(..., axis_range=)`` to draw several methods on the same axes."""
+    vals = np.concatenate([np.concatenate([p[["x", "y"]].to_numpy(dtype=float).ravel(),
+                                           t[["x", "y"]].to_numpy(dtype=float).ravel()]) for p, t in planes])
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return (-1.0, 1.0)
+    lo, hi = float(vals.min()), float(vals.max())
+    span = max(hi - lo, 1e-9)
+    return (lo - pad * span, hi + pad * span)
 
-    ``(points, templates)`` as returned by ``analysis.template_plane_for_run``.
-    One marker trace per class (in the templates' order) and one trace of
-    the three templates; each point's ``customdata`` is its dataset index.
-    """
+
+def _label_positions(templates: pd.DataFrame) -> list[str]:
+    """Each template's label on the side away from the other templates (close templates' labels do not overlap)."""
+    x, y = templates["x"].to_numpy(dtype=float), templates["y"].to_numpy(dtype=float)
+    cx, cy = x.mean(), y.mean()
+    return [("top" if yi >= cy else "bottom") + " " + ("right" if xi >= cx else "left") for xi, yi in zip(x, y)]
+
+
+def _plane_traces(points: pd.DataFrame, templates: pd.DataFrame, legend: bool = True) -> list:
     classes = templates["label"].astype(int).tolist()
     names = templates["class_name"].astype(str).tolist()
-    fig = _new()
-    _class_scatter(fig, points, classes, names)
-    fig.add_trace(go.Scatter(
+    tmp = _new()
+    _class_scatter(tmp, points, classes, names)
+    traces = list(tmp.data)
+    for t in traces:
+        t.showlegend = legend
+    traces.append(go.Scatter(
         x=templates["x"].to_numpy(), y=templates["y"].to_numpy(), mode="markers+text", name="templates",
-        text=names, textposition="top center",
+        text=names, textposition=_label_positions(templates), showlegend=False, textfont=dict(size=13),
         marker=dict(symbol="star", size=20, color=PALETTE[:len(classes)], line=dict(color="black", width=1.5)),
         hovertemplate="template of %{text}<extra></extra>",
     ))
-    fig.update_xaxes(title_text="plane axis 1", zeroline=False)
-    fig.update_yaxes(title_text="plane axis 2", zeroline=False, scaleanchor="x")
+    # the legend's star: one neutral entry (a marker list would show the first class's color)
+    traces.append(go.Scatter(x=[None], y=[None], mode="markers", name="★ class templates", showlegend=legend,
+                             marker=dict(symbol="star", size=14, color="white", line=dict(color="black", width=1.5)),
+                             hoverinfo="skip"))
+    return traces
+
+
+def template_plane(points: pd.DataFrame, templates: pd.DataFrame, title: str | None = None,
+                   height: int = 480, axis_range: tuple[float, float] | None = None) -> go.Figure:
+    """Müller et al.'s template plane: samples of three classes and their templates (stars).
+
+    ``(points, templates)`` as returned by ``analysis.template_plane_for_run``.
+    One marker trace per class (in the templates' order), one trace of the
+    three templates (labels placed away from each other) and a legend-only
+    star; each point's ``customdata`` is its dataset index. Both axes span
+    ``axis_range`` (default ``plane_range`` of this plane) at equal scale;
+    pass one shared range to compare methods on the same axes.
+    """
+    fig = _new(*_plane_traces(points, templates))
+    rng = list(axis_range or plane_range((points, templates)))
+    fig.update_xaxes(title_text="plane axis 1", zeroline=False, range=rng, constrain="domain")
+    fig.update_yaxes(title_text="plane axis 2", zeroline=False, range=rng, scaleanchor="x", constrain="domain")
     return _base_layout(fig, title if title is not None else "Template plane (stars: class templates)", height)
+
+
+def template_planes(planes: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], title: str | None = None,
+                    height: int = 430) -> go.Figure:
+    """Several runs' template planes side by side on the same axes (one ``plane_range`` for all), so that how
+    tight and how far apart the clusters are can be compared between methods. ``planes``: ``{label: (points,
+    templates)}`` from ``analysis.template_plane_for_run`` over the same three classes."""
+    if not planes:
+        return message("no runs")
+    rng = list(plane_range(*planes.values()))
+    fig = make_subplots(rows=1, cols=len(planes), subplot_titles=list(planes), horizontal_spacing=0.04,
+                        figure=_new())
+    for col, (points, templates) in enumerate(planes.values(), start=1):
+        for trace in _plane_traces(points, templates, legend=col == 1):
+            fig.add_trace(trace, row=1, col=col)
+        suffix = "" if col == 1 else str(col)
+        fig.update_xaxes(range=rng, zeroline=False, constrain="domain", row=1, col=col)
+        fig.update_yaxes(range=rng, zeroline=False, scaleanchor=f"x{suffix}", constrain="domain", row=1, col=col,
+                         showticklabels=col == 1)
+    return _base_layout(fig, title, height, legend=dict(orientation="h", y=-0.12))
 
 
 def embedding_scatter(points: pd.DataFrame, method: str = "UMAP", classes: Sequence[int] | None = None,
@@ -434,14 +602,40 @@ def embedding_scatter(points: pd.DataFrame, method: str = "UMAP", classes: Seque
 # tables and distance heatmaps
 # ---------------------------------------------------------------------------
 
+NBSP = "\u00a0"
+
+
+def _nowrap(text: Any) -> str:
+    """A table cell plotly.js draws at once: spaces become non-breaking, line breaks are explicit ``<br>``.
+
+    plotly.js wraps table text that holds a plain space by measuring it after the first render; in a view that is
+    not laid out yet (a JupyterLab output being attached, a hidden tab) that measurement fails and the cell stays
+    blank until the next interaction (plotly.py #2664). Text without a plain space is drawn directly.
+    """
+    return str(text).replace(" ", NBSP)
+
+
 def _table(header: Sequence[str], columns: Sequence[Sequence[Any]], title: str | None, height: int | None = None,
            align: Sequence[str] | None = None) -> go.Figure:
+    """A plotly table sized to its content: column widths from the longest text of each column, the height from
+    the rows (no blank band below), a fixed width when the columns need more than a notebook's ~900 px (the
+    output then scrolls instead of squeezing the text), every cell drawn on first display (see ``_nowrap``;
+    headers stay on one line and plain, told apart by their fill and font: a ``<br>`` or ``<b>`` is placed by a
+    measuring pass that fails the same way, leaving the text at the cell's top edge)."""
     n_rows = max((len(c) for c in columns), default=0)
+    widths = [max([len(str(h))] + [len(str(v)) for v in col]) + 3 for h, col in zip(header, columns)]
     fig = _new(go.Table(
-        header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#e8edf5", align="left"),
-        cells=dict(values=[list(c) for c in columns], align=list(align) if align else "left", height=24),
+        columnwidth=widths,
+        header=dict(values=[_nowrap(h) for h in header], fill_color="#dfe6f1", align="left", height=28,
+                    font=dict(color="#14213d", size=13)),
+        cells=dict(values=[[_nowrap(v) for v in c] for c in columns], align=list(align) if align else "left",
+                   height=24),
     ))
-    return _base_layout(fig, title, height or min(160 + 28 * n_rows, 760))  # room for wrapped headers
+    top = 40 if title else 10
+    needed = 20 + 7 * sum(widths)
+    fig.update_layout(title=title, height=height or min(top + 28 + 24 * n_rows + 24, 760),
+                      width=needed if needed > 900 else None, margin=dict(l=10, r=10, t=top, b=10))
+    return fig
 
 
 def _fmt(v: Any, decimals: int) -> str:
@@ -481,22 +675,27 @@ def template_distance_table(distances: pd.DataFrame | Mapping[str, pd.DataFrame]
                   title if title is not None else "Normalized template distances (lower: closer templates)")
 
 
-def adt_adc_heatmaps(adt: pd.DataFrame, adc: pd.DataFrame, title: str | None = None, height: int = 420) -> go.Figure:
-    """ADT and ADC side by side (paper Fig. 3), from ``analysis.adt_adc_for_run``.
+def adt_adc_heatmaps(adt: pd.DataFrame, adc: pd.DataFrame, title: str | None = None, height: int = 420,
+                     zrange: tuple[float, float] | None = None) -> go.Figure:
+    """ADT and ADC side by side (paper Fig. 3), from ``analysis.adt_adc_for_run``, on one colour scale.
 
     Rows are the class of the samples, columns the template (ADT) or
     centroid (ADC) class; small values on the diagonal and large ones off it
-    mean compact, well separated classes.
+    mean compact, well separated classes. Both panels share ``zrange``
+    (default: the range of both); pass one range to several runs' figures to
+    compare them colour for colour.
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=["ADT: distance to templates", "ADC: distance to centroids"],
                         horizontal_spacing=0.16, figure=_new())
     show_text = len(adt) <= 20
-    for col, (d, x_bar) in enumerate(((adt, 0.42), (adc, 1.0)), start=1):
+    both = np.concatenate([adt.to_numpy(dtype=float).ravel(), adc.to_numpy(dtype=float).ravel()])
+    lo, hi = zrange if zrange is not None else (float(np.nanmin(both)), float(np.nanmax(both)))
+    for col, d in enumerate((adt, adc), start=1):
         labels_x = [str(c) for c in d.columns]
         labels_y = [str(i) for i in d.index]
         fig.add_trace(go.Heatmap(
-            z=d.to_numpy(dtype=float), x=labels_x, y=labels_y, colorscale="Cividis",
-            colorbar=dict(x=x_bar, thickness=10, len=0.9),
+            z=d.to_numpy(dtype=float), x=labels_x, y=labels_y, colorscale="Cividis", zmin=lo, zmax=hi,
+            showscale=col == 2, colorbar=dict(thickness=10, len=0.9, title="distance"),
             texttemplate="%{z:.2f}" if show_text else None,
             hovertemplate="samples of %{y}<br>to %{x}: %{z:.3f}<extra></extra>",
         ), row=1, col=col)
@@ -617,8 +816,9 @@ def results_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, metrics: Seq
 
     ``rows``: one dict per finished run (``dict(method="colam", seed=0,
     test_acc=0.77, test_ece=0.05)``), e.g. ``Sweep.results()``. The mean ± std
-    column is ``analysis.results_table``'s (sample std over seeds); a seed
-    cell holding several runs lists them all.
+    column is ``analysis.results_table``'s (sample std over seeds), left out
+    when no group has more than one run; a seed cell holding several runs
+    lists them all.
     """
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if not len(df):
@@ -635,6 +835,9 @@ def results_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, metrics: Seq
             header.append(f"{m} · seed {s}")
             columns.append([", ".join(_fmt(v, decimals) for v in values[(df[by] == g) & (df[seed] == s)]) or "-"
                             for g in groups])
-        header += [f"{m} · mean ± std", f"{m} · n"]
-        columns += [[agg.loc[g, "mean ± std"] for g in groups], [int(agg.loc[g, "n"]) for g in groups]]
-    return _table(header, columns, title if title is not None else "Results (mean ± std over seeds)")
+        if (agg["n"] > 1).any():  # with one seed per group the mean would only repeat the seed column
+            header += [f"{m} · mean ± std", f"{m} · n"]
+            columns += [[agg.loc[g, "mean ± std"] for g in groups], [int(agg.loc[g, "n"]) for g in groups]]
+    several = (df.groupby(by)[seed].nunique() > 1).any()
+    default = "Results (mean ± std over seeds)" if several else "Results (one seed per row: no spread to show)"
+    return _table(header, columns, title if title is not None else default)

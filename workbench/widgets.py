@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import io
 import threading
+from contextlib import contextmanager, nullcontext
 import time
 import traceback
 from collections import OrderedDict
@@ -33,6 +34,7 @@ import torch
 from IPython.display import HTML, display
 
 from colam_core import Config, analysis, load_run
+from colam_core.metrics import erasures
 from colam_core.runs import HISTORY_COLUMNS, RunError
 
 from . import figures
@@ -86,6 +88,32 @@ def _note_html(text: str) -> str:
     return f"<span style='color:#8a5a00'>{html.escape(text)}</span>" if text else ""
 
 
+#: Font Awesome ships with ipywidgets (its buttons' icons), so the spinner needs nothing else
+SPINNER = "<i class='fa fa-spinner fa-spin' aria-hidden='true'></i>"
+
+
+def _busy_html(text: str) -> str:
+    return f"<span style='color:#1f4e9c'>{SPINNER} {html.escape(text)}</span>" if text else ""
+
+
+def _banner_html(lines: Sequence[str]) -> str:
+    """A red box that lists warnings (one per line); empty when there are none."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return ("<div style='border:2px solid #d62728; background:#fdecea; color:#7a1212; padding:4px 10px; "
+            "margin:4px 0; border-radius:4px'><b>⚠ Class erased</b><ul style='margin:2px 0; padding-left:18px'>"
+            f"{items}</ul></div>")
+
+
+def erasure_lines(stage: Any, erased: Sequence[Mapping], class_names: Sequence[str]) -> list[str]:
+    """One sentence per erased class of one update, naming it and the class that took its label."""
+    st = str(stage).removeprefix("stage_")
+    return [f"Stage {st}'s soft labels erase {class_names[e['class']]}: its label puts {e['taken_mass']:.2f} on "
+            f"{class_names[e['taken_by']]} and only {e['own_mass']:.2f} on itself, so the next stage trains "
+            f"{class_names[e['class']]} toward {class_names[e['taken_by']]}." for e in erased]
+
+
 class _Widget:
     """Mode, current figures, their live views (interactive mode) and display, shared by every widget."""
 
@@ -98,9 +126,28 @@ class _Widget:
         #: a line of notes or errors above the figures
         self.note = w.HTML()
         self._figs: dict[str, go.Figure] = {}
+        #: what is being computed right now (a spinner and a sentence; empty when idle)
+        self.busy = w.HTML()
         # name -> function called with the live view after each update (re-attaches click / hover handlers)
         self._hooks: dict[str, Callable[[go.FigureWidget], None]] = {}
         self._lock = threading.RLock()
+        # the controls disabled while slow work runs (see _working)
+        self._controls: list[w.Widget] = []
+
+    @contextmanager
+    def _working(self, text: str):
+        """Say what is being computed and disable the controls while it runs (work of about half a second or
+        more: the front end shows both at once, since widget messages leave the kernel as they are made)."""
+        was = [c.disabled for c in self._controls]
+        self.busy.value = _busy_html(text)
+        for c in self._controls:
+            c.disabled = True
+        try:
+            yield
+        finally:
+            for c, d in zip(self._controls, was):
+                c.disabled = d
+            self.busy.value = ""
 
     @property
     def interactive(self) -> bool:
@@ -162,8 +209,14 @@ class StageStepper(_Widget):
     stepper, so a cell ending in ``stepper.run_all()`` shows it: live in
     JupyterLab, the final figures under papermill.
 
-    Figures: ``curves`` (per epoch) and ``soft_labels`` (the latest learned
-    matrix).
+    The status line says what runs between batches (``phase``: the test
+    pass, the soft-label pass, the checkpoint), and an update that erases a
+    class (its label's largest entry is another class) adds a sentence naming
+    both classes to ``warnings``, shown as a red banner (``warning_area``).
+
+    Figures: ``curves`` (per epoch, on axes fixed to the whole run; for COLAM
+    the lowest reachable training loss of each stage, dashed) and
+    ``soft_labels`` (the latest learned matrix, erased rows marked).
     """
 
     def __init__(self, trainer: Any, out: str | Path | None = None, *, mode: str | None = None, **trainer_kwargs):
@@ -188,6 +241,7 @@ class StageStepper(_Widget):
         self._thread: threading.Thread | None = None
         self._num_batches: int | None = None
         self._last_status = 0.0
+        self._class_counts: np.ndarray | None = None
 
         self.next_button = w.Button(description="Run next stage", icon="step-forward", button_style="primary")
         self.all_button = w.Button(description="Run to end", icon="fast-forward")
@@ -195,9 +249,14 @@ class StageStepper(_Widget):
         self.progress = w.IntProgress(min=0, max=t.total_epochs, value=t.epoch, bar_style="info",
                                       layout=w.Layout(width="320px"))
         self.status = w.HTML()
+        #: what the trainer is doing between batches ("evaluating on the test set", ...), or "" while it trains
+        self.phase = ""
         self.error_area = w.HTML()
-        #: the soft-label warnings of this session's updates (an erased class, labels close to uniform)
-        self.warning_area = w.HTML()
+        #: sentences naming every class an update erased (kept for the session; a resumed run recomputes them)
+        self.warnings: list[str] = [line for key, soft in self._soft.items()
+                                    for line in erasure_lines(key, erasures(soft), self.class_names)]
+        #: the red banner that shows ``warnings``
+        self.warning_area = w.HTML(_banner_html(self.warnings))
         self.next_button.on_click(lambda _: self.run_stage())
         self.all_button.on_click(lambda _: self.run_all())
         self.stop_button.on_click(lambda _: self.stop())
@@ -210,7 +269,7 @@ class StageStepper(_Widget):
         if self.interactive:
             self.widget = w.VBox([
                 w.HBox([self.next_button, self.all_button, self.stop_button, self.progress]),
-                self.status, self.error_area, self.warning_area, self.views["curves"], self.views["soft_labels"],
+                self.status, self.warning_area, self.error_area, self.views["curves"], self.views["soft_labels"],
             ])
 
     # ------------------------------------------------------------ actions
@@ -301,6 +360,8 @@ class StageStepper(_Widget):
     def _on_event(self, ev: Any) -> None:
         kind = ev.kind
         t = self.trainer
+        where = f"Stage {getattr(ev, 'stage', '?')} of {t.num_stages} · epoch {getattr(ev, 'epoch', '?')} of " \
+                f"{t.total_epochs}"
         if kind == "batch":
             if self._num_batches is None:
                 self._num_batches = ev.num_batches
@@ -308,30 +369,37 @@ class StageStepper(_Widget):
             now = time.monotonic()
             if now - self._last_status >= 0.1 or ev.batch == ev.num_batches:
                 self._last_status = now
+                self.phase = ""
                 self.progress.value = (ev.epoch - 1) * ev.num_batches + ev.batch
-                self._set_status(f"Stage {ev.stage} of {t.num_stages} · epoch {ev.epoch} of {t.total_epochs} · "
-                                 f"batch {ev.batch}/{ev.num_batches} · loss {ev.loss:.4f}")
+                self._set_status(f"{where} · batch {ev.batch}/{ev.num_batches} · loss {ev.loss:.4f}")
+        elif kind == "phase":  # work between batches: say what it is, or a long pause looks like a hang
+            self.phase = ev.message
+            self._set_status(f"{where} · {ev.message} …", busy=True)
+        elif kind == "warning":
+            self.warnings += erasure_lines(ev.stage, ev.erased, self.class_names) or [ev.message]
+            self.warning_area.value = _banner_html(self.warnings)
         elif kind == "epoch":
+            self.phase = ""
             self.progress.value = ev.epoch * (self._num_batches or 1)
             self._refresh_curves()
             row = ev.row
-            self._set_status(f"Stage {ev.stage} of {t.num_stages} · epoch {ev.epoch} of {t.total_epochs} done · "
-                             f"test accuracy {row['test_acc']:.4f}")
+            self._set_status(f"{where} done · test accuracy {row['test_acc']:.4f}")
         elif kind == "stage":
             if ev.soft_labels is not None:
                 self._soft[f"stage_{ev.stage}"] = np.asarray(ev.soft_labels)
             self._refresh_soft_labels()
+            self._refresh_curves()
             self._set_status(self._idle_status())
-        elif kind == "warning":
-            self.warning_area.value += f"<div>{_note_html('WARNING: ' + ev.message)}</div>"
         elif kind == "done":
+            self.phase = ""
             self._set_status(self._idle_status())
         elif kind == "stopped":
+            self.phase = ""
             self._set_status(f"Stopped in stage {ev.stage}, epoch {ev.epoch}, after batch {ev.batch}. "
                              f"The run in {t.out} is checkpointed: Run next stage goes on from there.")
 
-    def _set_status(self, text: str) -> None:
-        self.status.value = html.escape(text)
+    def _set_status(self, text: str, busy: bool = False) -> None:
+        self.status.value = _busy_html(text) if busy else html.escape(text)
 
     def _idle_status(self) -> str:
         t = self.trainer
@@ -345,9 +413,29 @@ class StageStepper(_Widget):
         return f"Next: stage {t.current_stage} of {t.num_stages} ({t.epoch} of {t.total_epochs} epochs done; {t.out})"
 
     def _refresh_curves(self) -> None:
-        rows = list(self.trainer.history)
+        t = self.trainer
+        rows = list(t.history)
         history = pd.DataFrame(rows) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
-        self._set("curves", figures.learning_curves(history, title="Learning curves (dotted: soft-label updates)"))
+        self._set("curves", figures.learning_curves(
+            history, epochs=t.total_epochs, loss_floors=self._loss_floors(),
+            title="Learning curves (dotted: soft-label updates)<br><sup>after an update the train loss is measured "
+                  "against the new soft targets, so it jumps; dashed: the lowest it can reach</sup>"
+            if t.cfg.method == "colam" else "Learning curves (dotted: stage ends)"))
+
+    def _loss_floors(self) -> dict[int, float] | None:
+        """COLAM: stage k+1 trains on the labels learned at the end of stage k; the lowest training loss it can
+        reach is their entropy (with ``hard_weight``, of the mixed targets), which is why the curve jumps there."""
+        t = self.trainer
+        if t.cfg.method != "colam":
+            return None
+        if self._class_counts is None:
+            labels = t.data.train_labels.cpu().numpy()
+            self._class_counts = np.bincount(labels, minlength=len(self.class_names))
+        w = float(t.cfg.hard_weight or 0.0)
+        eye = np.eye(len(self.class_names))
+        return {int(key.removeprefix("stage_")) + 1: analysis.target_entropy((1 - w) * soft + w * eye,
+                                                                             self._class_counts)
+                for key, soft in self._soft.items()}
 
     def _refresh_soft_labels(self) -> None:
         if self._soft:
@@ -364,8 +452,9 @@ class StageStepper(_Widget):
     def _static_items(self) -> list:
         """The status line, an error (if any), and the figures once an epoch has run."""
         items = [HTML(f"<p>{self.status.value}</p>")]
-        if self.error_area.value:
-            items.append(HTML(self.error_area.value))
+        for area in (self.warning_area, self.error_area):
+            if area.value:
+                items.append(HTML(area.value))
         return items + (list(self.figures().values()) if self.trainer.history else [])
 
 
@@ -378,8 +467,12 @@ class SoftLabelExplorer(_Widget):
 
     ``SoftLabelExplorer(run)`` with a ``colam_core.Run``, a run directory, or
     any object with ``soft_label_keys()``, ``soft_labels(key)`` and
-    ``class_names``. Controls: ``stage_slider`` (the soft-label updates) and
-    ``class_picker`` (by name; clicking a heatmap row picks that class too).
+    ``class_names``. Controls: ``stage_slider`` (the soft-label updates),
+    ``class_picker`` (by name, erased classes marked; clicking a heatmap row
+    picks that class too) and ``k_slider`` (how many masses ``top_k`` shows).
+    ``note`` is a red banner naming every class the shown update erased and
+    the class that took it (``erased``: all of them, every update); every
+    figure marks them too, also when the erased class is picked.
 
     Figures: ``heatmap`` (the stage's C x C matrix, picked row outlined;
     above ``page_size`` classes, the page of rows and columns holding the
@@ -409,14 +502,22 @@ class SoftLabelExplorer(_Widget):
                                               value=stages[-1] if stage is None else int(stage),
                                               description="stage", disabled=len(stages) == 1,
                                               continuous_update=False)
-        self.class_picker = w.Dropdown(options=[(n, i) for i, n in enumerate(self.class_names)], value=int(cls),
-                                       description="class")
+        #: every erased class of every update (``analysis.erasures_by_stage``)
+        self.erased = analysis.erasures_by_stage(self.soft, self.class_names)
+        erased_at = self.erased.groupby("class")["stage"].apply(
+            lambda st: ", ".join(k.removeprefix("stage_") for k in st)).to_dict()
+        self.class_picker = w.Dropdown(
+            options=[(f"✖ {n} (erased at stage {erased_at[i]})" if i in erased_at else n, i)
+                     for i, n in enumerate(self.class_names)], value=int(cls), description="class")
+        self.k_slider = w.IntSlider(value=self.k, min=1, max=max(1, min(len(self.class_names), 20)),
+                                    description="top k", continuous_update=False)
         self._hooks["heatmap"] = self._attach_click
         self._refresh()
         self.stage_slider.observe(lambda _: self._refresh(stage_changed=True), names="value")
         self.class_picker.observe(lambda _: self._refresh(), names="value")
+        self.k_slider.observe(lambda _: self._refresh_top_k(), names="value")
         if self.interactive:
-            self.widget = w.VBox([w.HBox([self.stage_slider, self.class_picker]), self.note,
+            self.widget = w.VBox([w.HBox([self.stage_slider, self.class_picker, self.k_slider]), self.note,
                                   *(self.views[n] for n in ("heatmap", "top_k", "drift", "own_mass"))])
 
     @property
@@ -433,12 +534,20 @@ class SoftLabelExplorer(_Widget):
             soft, names, page=page, page_size=self.page_size, highlight=cls,
             title=f"Soft labels learned at the end of stage {stage}"
                   + (" (click a row to pick its class)" if self.interactive else "")))
-        self._set("top_k", figures.top_k_bars(soft, cls, k=self.k, class_names=names,
-                                              title=f"Top {self.k} of the soft label of {names[cls]} (stage {stage})"))
+        self._refresh_top_k()
+        here = self.erased[self.erased["stage"] == self.stage_key]
+        self.note.value = _banner_html(erasure_lines(self.stage_key, here.to_dict("records"), names))
         self._set("drift", figures.drift_bars(self.soft, names, to_stage=self.stage_key, threshold=self.threshold,
                                               highlight=cls))
         if not stage_changed:  # the own-mass lines cover every stage: only the picked class changes them
             self._set("own_mass", figures.own_mass_lines(self.soft, names, threshold=self.threshold, highlight=cls))
+
+    def _refresh_top_k(self) -> None:
+        stage, cls, k = self.stage_slider.value, self.class_picker.value, int(self.k_slider.value)
+        self.k = k
+        self._set("top_k", figures.top_k_bars(self.soft[self.stage_key], cls, k=k, class_names=self.class_names,
+                                              title=f"Top {k} of the soft label of {self.class_names[cls]} "
+                                                    f"(stage {stage})"))
 
     def _attach_click(self, view: go.FigureWidget) -> None:
         view.data[0].on_click(self._on_heatmap_click)
@@ -458,6 +567,8 @@ class SoftLabelExplorer(_Widget):
 
 PROJECTIONS = (("template plane", "template"), ("UMAP", "umap"), ("PCA", "pca"))
 _PROJECTION_LABEL = {value: label for label, value in PROJECTIONS}
+LATEST, LATEST_LABEL = "latest", "latest (end of training)"
+HOVER_HINT = "<i>hover a point to see its image</i>"
 
 
 def png_image(image: np.ndarray, size: int = 112) -> bytes:
@@ -522,21 +633,25 @@ class RepresentationExplorer(_Widget):
             raise ValueError(f"stage {stage} has no checkpoint; stage checkpoints: {checkpoints} (None: the latest)")
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-        stages = [("latest", None)] + [(f"end of stage {k}", k) for k in checkpoints]
-        self.stage_picker = w.Dropdown(options=stages, value=None if stage is None else int(stage),
+        # a Dropdown shows nothing for the value None, so "latest" has a value of its own
+        stages = [(LATEST_LABEL, LATEST)] + [(f"end of stage {k}", k) for k in checkpoints]
+        self.stage_picker = w.Dropdown(options=stages, value=LATEST if stage is None else int(stage),
                                        description="model")
         self.split_toggle = w.ToggleButtons(options=["train", "test"], value=split)
         self.projection_toggle = w.ToggleButtons(options=PROJECTIONS, value=projection.lower())
-        self.image = w.Image(format="png")
-        self.image_caption = w.HTML("<i>hover a point to see its image</i>")
+        # hidden until a point is hovered (an empty Image shows a broken-image icon)
+        self.image = w.Image(format="png", layout=w.Layout(width="112px", height="112px", visibility="hidden"))
+        self.image_caption = w.HTML(HOVER_HINT)
         self._hooks["projection"] = self._attach_hover
+        self._embedded: set[tuple] = set()
+        self._controls = [*self.class_pickers, self.stage_picker, self.split_toggle, self.projection_toggle]
         self._refresh()
-        for c in (*self.class_pickers, self.stage_picker, self.split_toggle, self.projection_toggle):
+        for c in self._controls:
             c.observe(lambda _: self._refresh(), names="value")
         if self.interactive:
             self.widget = w.VBox([
                 w.HBox(self.class_pickers), w.HBox([self.stage_picker, self.split_toggle]), self.projection_toggle,
-                self.note, w.HBox([self.views["projection"], w.VBox([self.image, self.image_caption])]),
+                self.busy, self.note, w.HBox([self.views["projection"], w.VBox([self.image, self.image_caption])]),
             ])
 
     @property
@@ -544,22 +659,46 @@ class RepresentationExplorer(_Widget):
         """The three picked class ids, in picker order."""
         return tuple(int(p.value) for p in self.class_pickers)
 
+    @property
+    def stage(self) -> int | None:
+        """The stage whose model is shown; None for the latest model."""
+        v = self.stage_picker.value
+        return None if v == LATEST else int(v)
+
     def _refresh(self) -> None:
         classes = self.classes
+        self._clear_image()  # a hovered image of another split / projection / class would be stale
         if len(set(classes)) < 3:
             self.note.value = _note_html("Pick three different classes.")
             return
         self.note.value = ""
-        stage, split, method = self.stage_picker.value, self.split_toggle.value, self.projection_toggle.value
+        stage, split, method = self.stage, self.split_toggle.value, self.projection_toggle.value
         where = f"{'latest model' if stage is None else f'end of stage {stage}'}, {split} samples"
+        missing = [c for c in classes if (stage, split, c) not in self._features]
+        key = (stage, split, classes, method)
+        n = len(classes) * (self.per_class or 0) or "all"
         if method == "template":
-            points, templates = self._template_plane(stage, split, classes)
-            fig = figures.template_plane(points, templates, title=f"Template plane (stars: templates), {where}")
+            todo = f"computing penultimate features of {len(missing)} class(es)" if missing else ""
         else:
-            points = self.cache.get(self.run, stage, split, classes, method, per_class=self.per_class, seed=self.seed)
             label = _PROJECTION_LABEL[method]
-            fig = figures.embedding_scatter(points, label, classes, title=f"{label} of penultimate features, {where}")
-        self._set("projection", fig)
+            todo = "" if key in self._embedded else (
+                f"computing {label} of {n} samples" + (" (the first UMAP in a process compiles for ~20 s)"
+                                                       if method == "umap" else ""))
+        with self._working(todo) if todo else nullcontext():
+            if method == "template":
+                points, templates = self._template_plane(stage, split, classes)
+                fig = figures.template_plane(points, templates, title=f"Template plane (stars: templates), {where}")
+            else:
+                points = self.cache.get(self.run, stage, split, classes, method, per_class=self.per_class,
+                                        seed=self.seed)
+                self._embedded.add(key)
+                fig = figures.embedding_scatter(points, label, classes,
+                                                title=f"{label} of penultimate features, {where}")
+            self._set("projection", fig)
+
+    def _clear_image(self) -> None:
+        self.image.layout.visibility = "hidden"
+        self.image_caption.value = HOVER_HINT
 
     def _class_features(self, stage: int | None, split: str, cls: int) -> tuple[np.ndarray, np.ndarray]:
         """(dataset indices, penultimate features) of the seeded sample of one class, cached."""
@@ -607,6 +746,7 @@ class RepresentationExplorer(_Widget):
         split = self.split_toggle.value
         data = self.run.dataset()
         self.image.value = png_image(data.images_uint8(split, [index])[0])
+        self.image.layout.visibility = "visible"
         label = int(self.run.data(split)[1][index])
         self.image_caption.value = f"{html.escape(self.class_names[label])} · {split} #{index}"
 
@@ -621,7 +761,10 @@ def _open_runs(runs: Any) -> dict[str, Any]:
         root = Path(runs)
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is neither a run directory nor a folder of run directories")
-        found = {p.name: load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
+        # run directories at any depth (runs/quickstart/HL, a sweep's entries), labelled by their path below root
+        dirs = sorted({p.parent for p in root.rglob("config.json")})
+        dirs = [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]  # not a run's own subfolders
+        found = {d.relative_to(root).as_posix(): load_run(d) for d in dirs}
         if not found:
             raise FileNotFoundError(f"{root} holds no run directories (folders with a config.json)")
         return found
@@ -666,16 +809,19 @@ class RunComparison(_Widget):
         self.class_names = [str(n) for n in next(iter(self.runs.values())).class_names]
         classes = tuple(range(min(3, len(self.class_names)))) if classes is None else tuple(int(c) for c in classes)
         self._distances: dict[tuple, pd.DataFrame] = {}
+        #: one color per run, fixed by its place among all the runs (deselecting one never recolors the others)
+        self.colors = {label: figures.PALETTE[i % len(figures.PALETTE)] for i, label in enumerate(labels)}
         self.run_picker = w.SelectMultiple(options=labels, value=tuple(labels), rows=min(8, len(labels)),
                                            description="runs")
         self.class_picker = w.SelectMultiple(options=[(n, i) for i, n in enumerate(self.class_names)],
                                              value=classes, rows=min(8, len(self.class_names)),
                                              description="classes")
+        self._controls = [self.run_picker, self.class_picker]
         self._refresh()
         self.run_picker.observe(lambda _: self._refresh(), names="value")
         self.class_picker.observe(lambda _: self._refresh(curves=False), names="value")
         if self.interactive:
-            self.widget = w.VBox([w.HBox([self.run_picker, self.class_picker]), self.note,
+            self.widget = w.VBox([w.HBox([self.run_picker, self.class_picker]), self.busy, self.note,
                                   *(self.views[n] for n in ("curves", "results", "template_distances"))])
 
     def _selected(self) -> dict[str, Any]:
@@ -690,9 +836,9 @@ class RunComparison(_Widget):
 
     def _refresh(self, curves: bool = True) -> None:
         runs = self._selected()
-        notes = []
+        notes = _differences(runs)
         if curves:
-            self._set("curves", figures.learning_curves({k: r.history for k, r in runs.items()},
+            self._set("curves", figures.learning_curves({k: r.history for k, r in runs.items()}, colors=self.colors,
                                                         title="Learning curves (train dotted, test solid)")
                       if runs else figures.message("no runs selected"))
             self._set("results", figures.results_table([self._result_row(k, r) for k, r in runs.items()],
@@ -701,21 +847,42 @@ class RunComparison(_Widget):
         classes = tuple(sorted(self.class_picker.value))
         if len(classes) < 2:
             self._set("template_distances", figures.message("pick two classes or more to compare their templates"))
-            self.note.value = ""
+            self.note.value = _note_html(" ".join(notes))
             return
-        tables = {}
-        for label, run in runs.items():
-            if [str(n) for n in run.class_names] != self.class_names:
-                notes.append(f"{label}: other classes")
-                continue
-            key = (label, classes)
-            if key not in self._distances:
-                try:
-                    self._distances[key] = analysis.template_distances_for_run(run, classes=list(classes))
-                except (RunError, KeyError) as e:
-                    notes.append(f"{label}: {e}")
+        tables, left_out = {}, []
+        todo = [label for label in runs if (label, classes) not in self._distances]
+        with self._working(f"computing template distances of {len(todo)} run(s)") if todo else nullcontext():
+            for label, run in runs.items():
+                if [str(n) for n in run.class_names] != self.class_names:
+                    left_out.append(f"{label}: other classes")
                     continue
-            tables[label] = self._distances[key]
+                key = (label, classes)
+                if key not in self._distances:
+                    try:
+                        self._distances[key] = analysis.template_distances_for_run(run, classes=list(classes))
+                    except (RunError, KeyError) as e:
+                        left_out.append(f"{label}: {e}")
+                        continue
+                tables[label] = self._distances[key]
         self._set("template_distances", figures.template_distance_table(tables) if tables
                   else figures.message("no run to compare"))
-        self.note.value = _note_html("Template distances leave out " + "; ".join(notes)) if notes else ""
+        if left_out:
+            notes.append("Template distances leave out " + "; ".join(left_out) + ".")
+        self.note.value = _note_html(" ".join(notes))
+
+
+#: the options that make two runs' curves and numbers not comparable
+COMPARED_OPTIONS = ("dataset", "model", "epochs", "train_limit", "test_limit", "batch_size", "lr")
+
+
+def _differences(runs: Mapping[str, Any]) -> list[str]:
+    """A sentence for every option in which the selected runs differ (COMPARED_OPTIONS), naming who has what."""
+    notes = []
+    for opt in COMPARED_OPTIONS:
+        values: dict[str, list[str]] = {}
+        for label, run in runs.items():
+            values.setdefault(str(run.config.get(opt)), []).append(label)
+        if len(values) > 1:
+            who = "; ".join(f"{v}: {', '.join(labels)}" for v, labels in values.items())
+            notes.append(f"These runs differ in {opt} ({who}): their curves and numbers are not directly comparable.")
+    return notes

@@ -40,7 +40,8 @@ Layout
 * ``calibration``: ``expected_calibration_error`` (from ``metrics``),
   ``reliability_bins``, ``predict_probs``, ``calibration_for_run``;
 * ``soft_labels``: ``soft_labels_by_stage``, ``top_k_soft``,
-  ``superclass_share``, ``sharpness``, ``drift``, ``own_mass_table``;
+  ``superclass_share``, ``sharpness``, ``drift``, ``own_mass_table``, ``erasures_by_stage`` (erased
+  classes), ``target_entropy`` (the training-loss floor of soft targets);
 * ``tables``: ``learning_curves``, ``results_table``;
 * ``_common``: private helpers shared by the above.
 """
@@ -52,11 +53,13 @@ from .embedding import EmbeddingCache, embed
 from .features import logits, penultimate_features, sample_indices
 from .soft_labels import (
     drift,
+    erasures_by_stage,
     own_mass_table,
     sharpness,
     soft_labels_by_stage,
     superclass_share,
     superclass_share_summary,
+    target_entropy,
     top_k_soft,
 )
 from .tables import learning_curves, results_table
@@ -98,6 +101,8 @@ __all__ = [
     "sharpness",
     "drift",
     "own_mass_table",
+    "erasures_by_stage",
+    "target_entropy",
     # curves and tables
     "learning_curves",
     "results_table",

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..metrics import erasures
 from ._common import _check_soft, _entropy, _names
 
 
@@ -149,3 +150,26 @@ def own_mass_table(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] 
     df.index.name = "class"
     df.columns.name = "stage"
     return df
+
+
+def target_entropy(soft: Any, class_counts: Sequence[float] | None = None) -> float:
+    """Mean entropy (nats) of the targets the samples train on, ``sum_c w_c H(q_c)`` with ``w`` the class
+    frequencies (uniform when ``class_counts`` is None): the lowest cross-entropy a model can reach against
+    these soft labels, so the floor of the training loss in the stage that trains on them."""
+    h = _entropy(_check_soft(soft))
+    w = np.ones(len(h)) if class_counts is None else np.asarray(class_counts, dtype=np.float64)
+    return float((w * h).sum() / w.sum())
+
+
+def erasures_by_stage(soft_by_stage: Mapping[str, Any], class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every erased class of every update (``metrics.erasures``: the label's largest entry is another class).
+
+    Columns stage, class, class_name, taken_by, taken_by_name, own_mass, taken_mass; no rows when none."""
+    rows = []
+    for key, soft in soft_by_stage.items():
+        s = _check_soft(soft)
+        names = _names(class_names, range(s.shape[0]))
+        rows.extend((str(key), e["class"], names[e["class"]], e["taken_by"], names[e["taken_by"]], e["own_mass"],
+                     e["taken_mass"]) for e in erasures(s))
+    return pd.DataFrame(rows, columns=["stage", "class", "class_name", "taken_by", "taken_by_name", "own_mass",
+                                       "taken_mass"])

@@ -47,6 +47,7 @@ class FileLayout:
     missing: Callable[[Path], list[str]]  # existing directory -> the files it lacks
     files: tuple[str, ...]  # what a directory that does not exist lacks
     torchvision_class: str  # the torchvision.datasets class that download=True uses
+    by_hand: str = ""  # how to fetch and unpack the files yourself (no torchvision downloader)
 
 
 # --------------------------------------------------------------------------- locating files
@@ -107,6 +108,8 @@ CIFAR10_LAYOUT = FileLayout(
     missing=lambda d: _files_missing(CIFAR10_FILES, d),
     files=CIFAR10_FILES,
     torchvision_class="CIFAR10",
+    by_hand="curl -LO https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz && "
+            "tar xzf cifar-10-python.tar.gz -C DIR (makes DIR/cifar-10-batches-py/; then data_root=DIR)",
 )
 CIFAR100_LAYOUT = FileLayout(
     holds=f"{CIFAR100_DIR}/ (train, test, meta)",
@@ -114,6 +117,8 @@ CIFAR100_LAYOUT = FileLayout(
     missing=lambda d: _files_missing(CIFAR100_FILES, d),
     files=CIFAR100_FILES,
     torchvision_class="CIFAR100",
+    by_hand="curl -LO https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz && "
+            "tar xzf cifar-100-python.tar.gz -C DIR (makes DIR/cifar-100-python/; then data_root=DIR)",
 )
 
 
@@ -138,9 +143,10 @@ def _missing_error(name: str, layout: FileLayout, data_root, looked: list[str]) 
     where = "\n".join(looked)
     target = _download_root(data_root)
     return DataError(
-        f"{name} data not found. Looked in:\n{where}\n"
-        f"Fix: pass data_root=<dir holding {layout.holds}> (CLI --data-root DIR), "
-        f"or download=True (CLI --download) to fetch it into {target}.")
+        f"{name} data not found (quick runs read the same files). Looked in:\n{where}\n"
+        f"Fix: pass data_root=<dir holding {layout.holds}> (CLI --data-root DIR, papermill -p data_root DIR), "
+        f"or download=True (CLI --download, papermill -p download True) to fetch it into {target}."
+        + (f"\nBy hand: {layout.by_hand}." if layout.by_hand else ""))
 
 
 def _check_imagefolder_root(data_root) -> Path:

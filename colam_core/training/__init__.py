@@ -15,7 +15,7 @@ file.
 """
 from ..errors import ConfigError, TrainingError
 from .estimate import describe_estimate, estimate_duration
-from .events import BatchEvent, DoneEvent, EpochEvent, StageEvent, StoppedEvent
+from .events import BatchEvent, DoneEvent, EpochEvent, PhaseEvent, StageEvent, StoppedEvent, WarningEvent
 from .step import amp_dtype, lr_factor
 from .strategy import pick_device
 from ..config import Config
@@ -32,4 +32,5 @@ def train(cfg: Config | dict | None = None, out=None, progress: bool = True, **k
 
 
 __all__ = ["Trainer", "train", "pick_device", "amp_dtype", "lr_factor", "estimate_duration", "describe_estimate",
-           "TrainingError", "ConfigError", "BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent"]
+           "TrainingError", "ConfigError", "BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent",
+           "PhaseEvent", "WarningEvent"]

@@ -61,6 +61,18 @@ class WarningEvent:
 
 
 @dataclass
+class PhaseEvent:
+    """Work between batches that takes a while (seconds on a large data set), so a front end can say what it is:
+    `phase` is "test" (the epoch's test pass), "soft_labels" (the stage-end pass that learns the labels),
+    "checkpoint" (writing the run directory) or "final" (the final test pass for calibration)."""
+    stage: int
+    epoch: int
+    phase: str
+    message: str
+    kind: str = "phase"
+
+
+@dataclass
 class StoppedEvent:
     stage: int
     epoch: int
@@ -122,5 +134,5 @@ def erasure_warning(stage: int, erased: list, no_peers: list, class_names, own_m
     return WarningEvent(stage, "; ".join(parts), list(erased), list(no_peers), own_mass_mean, low)
 
 
-__all__ = ["BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "StoppedEvent", "WarningEvent", "EventSource",
-           "erasure_warning", "update_warning"]
+__all__ = ["BatchEvent", "EpochEvent", "StageEvent", "DoneEvent", "PhaseEvent", "StoppedEvent", "WarningEvent",
+           "EventSource", "erasure_warning", "update_warning"]

@@ -22,7 +22,7 @@ import torch
 
 from ..config import Config
 from ..data import load_dataset
-from ..methods import StepContext, build_method
+from ..methods import Method, StepContext, build_method
 from ..metrics import erasures, expected_calibration_error
 from ..models import build_model
 from ..errors import ConfigError, RunError
@@ -30,7 +30,7 @@ from ..runs import FAULT, check_fault_spec, dataset_kwargs, fault_point
 from ..tracking import make_trackers
 from .auto import resolve_system, set_deterministic
 from .evaluation import evaluate
-from .events import DoneEvent, EpochEvent, EventSource, StageEvent, StoppedEvent, update_warning
+from .events import DoneEvent, EpochEvent, EventSource, PhaseEvent, StageEvent, StoppedEvent, update_warning
 from .recorder import Recorder, describe_run
 from .state import TrainState
 from .step import TrainStep, lr_factor, make_optimizer, train_one_epoch
@@ -260,6 +260,7 @@ class Trainer(EventSource):
             self._emit(StoppedEvent(stage, epoch, state.batch))
             return False
         self.strategy.reduce_running(state.running)  # the epoch's loss / accuracy over every rank's samples
+        self._phase(stage, epoch, "test", f"evaluating on the test set ({self.info.num_test} images)")
         test_loss, test_acc = self.evaluate("test")
         soft, upd_s = self._update_labels(ctx) if last_of_stage else (None, 0.0)
         row = state.end_epoch(stage, cfg.lr * lr_factor(cfg, (epoch - 1) % cfg.epochs), test_loss, test_acc, upd_s,
@@ -269,6 +270,8 @@ class Trainer(EventSource):
             self._next_generation(stage + 1)
         save_last = cfg.checkpoint_every_epoch or self.done
         ckpt = self._checkpoint() if save_last or last_of_stage else None
+        if ckpt is not None:
+            self._phase(stage, epoch, "checkpoint", "writing checkpoint")
         self.recorder.epoch_end(state, ckpt, stage if last_of_stage else None, stage_model,
                                 new_soft=soft is not None, save_last=save_last)
         self._emit(EpochEvent(stage, epoch, row))
@@ -282,6 +285,10 @@ class Trainer(EventSource):
 
     def _update_labels(self, ctx: StepContext) -> tuple[np.ndarray | None, float]:
         """Alg. 1 lines 9-14: the method learns its labels from the stage's model (eval mode, un-augmented)."""
+        if type(self.method).stage_end is not Method.stage_end:
+            k = self.cfg.peer_samples
+            n = self.info.num_train if k == "all" else min(self.info.num_train, int(k) * self.info.num_classes)
+            self._phase(ctx.stage, ctx.epoch, "soft_labels", f"learning soft labels from {n} training images")
         t1 = time.perf_counter()
         self.model.eval()
         soft = self.method.stage_end(self.infer if FAULT is None else self._stage_infer, self._eval_data, ctx)
@@ -297,8 +304,13 @@ class Trainer(EventSource):
                 self._emit(warning)
         return soft, upd_s
 
+    def _phase(self, stage: int, epoch: int, phase: str, message: str) -> None:
+        if self._listeners:
+            self._emit(PhaseEvent(stage, epoch, phase, message))
+
     def _finish(self) -> dict:
         if self.summary is None:
+            self._phase(self.current_stage, self.epoch, "final", "final test pass (accuracy and calibration)")
             ev = evaluate(self.model, self.infer, self._eval_data, "test", batch_size=self.cfg.eval_batch_size,
                           T=self.method.output_temperature, strategy=self.strategy, with_probs=True)
             self.summary = self.state.summary(self.cfg, self.num_stages, self.total_epochs, self.device,
