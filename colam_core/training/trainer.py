@@ -12,6 +12,7 @@ checkpoint form (and why a resumed run is bitwise the same).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ class Trainer(EventSource):
             cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
         super().__init__(listeners)
         self._stop = threading.Event()
+        self.stop_signal: int | None = None
         self.strategy = make_strategy(cfg.device)
         self.device = self.strategy.device
         self.recorder = Recorder(self.out, self.strategy)
@@ -144,21 +146,31 @@ class Trainer(EventSource):
 
     def run_stage(self) -> StageEvent | None:
         """Run the epochs of the next stage. Returns its StageEvent, or None if stopped early / already done."""
-        with StopOnSignal(self._stop, self.strategy.enabled):
-            self._stop.clear()
+        with self._signals():
             if self.done:
                 self._finish()
                 return None
             return self._run_stage()
 
     def run(self) -> dict | None:
-        """Run all remaining stages. Returns the summary, or None if stopped early."""
-        with StopOnSignal(self._stop, self.strategy.enabled):
-            self._stop.clear()
+        """Run all remaining stages. Returns the summary, or None if stopped early (`stop_signal` says why)."""
+        with self._signals():
             while not self.done:
                 if self._run_stage() is None and not self.done:
                     return None
             return self._finish()
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """Ctrl-C / SIGTERM / SIGUSR2 stop cleanly; `stop_signal` keeps the signal number (None: no signal)."""
+        self._stop.clear()
+        self.stop_signal = None
+        guard = StopOnSignal(self._stop, self.strategy.enabled)
+        try:
+            with guard:
+                yield
+        finally:
+            self.stop_signal = guard.signum
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> tuple[float, float]:
