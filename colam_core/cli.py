@@ -29,6 +29,7 @@ from .methods import available_methods
 from .metrics import erasures, soft_label_health
 from .models import available_models
 from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, read_json
+from .sweeps import cli as sweep_cli
 from .training import Trainer
 
 NO_FLAG = {"extra"}
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print a run directory's configuration, last epochs and summary")
     s.add_argument("run_dir")
     sub.add_parser("list", help="list datasets, models and methods")
+    sweep_cli.add_parser(sub)  # colam sweep plan | run | submit | status | results | list
     return p
 
 
@@ -190,7 +192,7 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         _say("error: " + _one_line(msg), file=sys.stderr)
 
     try:
-        return {"train": cmd_train, "show": cmd_show, "list": cmd_list}[args.command](args)
+        return {"train": cmd_train, "show": cmd_show, "list": cmd_list, "sweep": sweep_cli.main}[args.command](args)
     except ConfigError as e:
         err(f"{_flag(e.option)} {e.value!r} is invalid; allowed: {e.allowed}")
         return 2
