@@ -20,3 +20,26 @@ def tiny_runs(tmp_path_factory):
         with Trainer(cfg, out=root / name) as trainer:
             trainer.run()
     return {name: load_run(root / name) for name in configs}
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node Slurm (munged, slurmctld, slurmd; tests/slurmcluster.py) started once per session and stopped
+    at its end; clients (sbatch, submitit) find it through SLURM_CONF. Skipped, saying why, where it cannot run."""
+    import os
+
+    from slurmcluster import SlurmCluster, missing
+    why = missing()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old

@@ -183,7 +183,7 @@ def describe(record: dict, root: str | Path) -> str:
     return "\n".join(lines)
 
 
-def wait_until_settled(root: str | Path, timeout: float | None = None, poll: float = 5.0) -> dict[str, int]:
+def wait_until_settled(root: str | Path, timeout: float | None = None, poll: float = 2.0) -> dict[str, int]:
     """Block until no entry of ``root`` is running or queued by its last submission; returns the state counts.
     Raises ``RunError`` after ``timeout`` seconds."""
     root = Path(root).resolve()
