@@ -26,7 +26,7 @@ from ..training import Trainer, estimate_duration
 from .campaign import Campaign
 from .evidence import markdown_table
 from .spec import TABLES, expand, load_spec, preset_summary, presets, write_plan
-from .submit import EXECUTORS, describe, submit, wait_until_settled
+from .submit import EXECUTORS, describe, queued_jobs, submit, submitted_jobs, wait_until_settled
 
 EXIT_LATER = 75
 
@@ -185,6 +185,10 @@ def cmd_submit(args) -> int:
 
 def status_text(camp: Campaign) -> str:
     df = camp.status()
+    jobs = submitted_jobs(camp.root)
+    queued = queued_jobs(list(jobs.values())) if shutil.which("squeue") else set()
+    df["note"] = [f"queued as Slurm job {jobs[n]}" if st == "pending" and not note and jobs.get(n) in queued else note
+                  for n, st, note in zip(df["name"], df["state"], df["note"])]
     counts = {s: int((df["state"] == s).sum()) for s in ("done", "running", "pending", "failed")}
     head = f"{camp.root}: {len(df)} entries: " + ", ".join(f"{v} {k}" for k, v in counts.items())
     df["note"] = [n if len(n) <= 100 else n[:97] + "..." for n in df["note"]]
@@ -214,10 +218,12 @@ def cmd_results(args) -> int:
               "temperature": "test accuracy and ECE (%) per temperature T, mean ± std over seeds",
               "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K"}
     shown = display.reset_index() if kind == "grid" else display
-    shown = shown.drop(columns=[c for c in ("mean", "std") if c in shown.columns])
+    shown = shown.drop(columns=[c for c in shown.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
     print(f"{camp.root}: {titles[kind]}")
     decimals = 4 if kind == "expected" else 2
     print(_as_text(shown, decimals).to_string(index=False))
+    if kind == "grid" and "paper" in long.columns:
+        print("beside the paper's numbers:\n" + _as_text(long.drop(columns=["mean", "std"])).to_string(index=False))
     if kind != "expected" and "paper" not in long.columns:
         print("(this spec gives no paper numbers, so there is no paper column)")
     if args.csv:

@@ -176,7 +176,7 @@ def _cell(base: dict, cell: list[tuple[str, Any]], name: str) -> tuple[dict, dic
         else:
             opts.update(_options({axis: value}, name, axis))
     if interval is not None:
-        epochs = opts.get("epochs", Config().epochs)
+        epochs = _config(opts, {}, name).epochs  # after a preset (paper: 160, 240 for DenseNet)
         if (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1 or not isinstance(epochs, int)
                 or epochs % interval):
             raise _in_run(ConfigError("interval", interval, f"a divisor of epochs={epochs} (epochs per stage t: "

@@ -74,7 +74,7 @@ class EntryTask(submitit.helpers.Checkpointable):
         return {"name": name, "outcome": outcome}
 
 
-def _queued(job_ids: Sequence[str]) -> set[str]:
+def queued_jobs(job_ids: Sequence[str]) -> set[str]:
     """The job ids (``JOB`` or ``JOB_TASK``) among ``job_ids`` that Slurm still has queued or running."""
     arrays = sorted({j.split("_")[0] for j in job_ids if j})
     if not arrays:
@@ -90,9 +90,14 @@ def _queued(job_ids: Sequence[str]) -> set[str]:
 
 def _previous(root: Path) -> dict:
     try:
-        return json.loads((root / SUBMISSIONS_FILE).read_text())
+        return json.loads((Path(root) / SUBMISSIONS_FILE).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def submitted_jobs(root: str | Path) -> dict[str, str]:
+    """``{entry: Slurm job id}`` of the latest submission of each entry (``ROOT/submissions.json``)."""
+    return dict(_previous(Path(root)).get("jobs") or {})
 
 
 def submit(root: str | Path, executor: str = "slurm", partition: str | None = None, gpus_per_task: int | None = None,
@@ -117,7 +122,7 @@ def submit(root: str | Path, executor: str = "slurm", partition: str | None = No
     root = Path(root).resolve()
     camp = Campaign(root)
     prev = _previous(root)
-    queued = _queued(list(prev.get("jobs", {}).values())) if executor == "slurm" else set()
+    queued = queued_jobs(list(prev.get("jobs", {}).values())) if executor == "slurm" else set()
     states = {n: camp.state(n)[0] for n in camp.names}
     skipped = {n: prev["jobs"][n] for n in camp.names if prev.get("jobs", {}).get(n) in queued}
     todo = [n for n in camp.names if states[n] in ("pending", "failed") and n not in skipped]
@@ -192,7 +197,7 @@ def wait_until_settled(root: str | Path, timeout: float | None = None, poll: flo
         camp = Campaign(root)
         states = [camp.state(n)[0] for n in camp.names]
         jobs = _previous(root).get("jobs", {})
-        busy = "running" in states or bool(_queued([jobs[n] for n in camp.names if n in jobs]))
+        busy = "running" in states or bool(queued_jobs([jobs[n] for n in camp.names if n in jobs]))
         if not busy and not _local_alive(root):
             return {s: states.count(s) for s in ("done", "running", "pending", "failed")}
         if deadline is not None and time.monotonic() > deadline:
@@ -217,4 +222,4 @@ def _local_alive(root: Path) -> bool:
     return False
 
 
-__all__ = ["submit", "describe", "wait_until_settled", "EntryTask", "EXECUTORS"]
+__all__ = ["submit", "describe", "wait_until_settled", "queued_jobs", "submitted_jobs", "EntryTask", "EXECUTORS"]
