@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   creates/reuses .venv, then runs the main job on the embedded default data (digits)
-#   make test   creates/reuses .venv (and installs Chromium for the browser test), then runs the test suite
+#   make test   creates/reuses .venv (and installs Chromium and Slurm for their tests), then runs the test suite
 # The venv gets the versions tested here (constraints.txt); pyproject.toml itself states only lower bounds.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 .PHONY: demo lab test test-fast lint venv system-deps bench bench-widgets gpu-check clean
 
@@ -17,11 +18,16 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 
 venv: $(STAMP)
 
-# Debian's Chromium drives the JupyterLab end-to-end test (never `playwright install`).
+# Debian's Chromium drives the JupyterLab end-to-end test (never `playwright install`); Debian's Slurm and munge run
+# the campaign tests' one-node cluster (tests/slurmcluster.py starts it in a temporary folder and stops it).
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then $(APT_INSTALL) chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install -y chromium' (the browser test is skipped without it)"; fi; }
+	@{ command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then $(APT_INSTALL) slurm-wlm munge >/dev/null; \
+	  else echo "slurm-wlm or munge missing: run 'sudo apt-get install -y slurm-wlm munge' (the Slurm tests are" \
+	    "skipped without them)"; fi; }
 
 demo: $(STAMP)
 	@mkdir -p runs

@@ -37,6 +37,7 @@ from .metrics import erasures, soft_label_health
 from .models import available_models
 from .options import BY_NAME, NO_FLAG, SECTIONS, help_text
 from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, program_name, read_json, resume_command
+from .sweeps import cli as sweep_cli
 from .training import Trainer
 
 
@@ -147,6 +148,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     n = sub.add_parser("notebooks", help="copy the notebooks shipped with the package into a folder")
     n.add_argument("dir", metavar="DIR", help="the folder to copy them into (created if missing)")
     n.add_argument("--force", action="store_true", help="overwrite notebooks that are already there")
+    sweep_cli.add_parser(sub)  # colam sweep plan | run | submit | status | results | list
     p.commands = sub.choices
     return p
 
@@ -278,8 +280,8 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         _say("error: " + _one_line(msg), file=sys.stderr)
 
     try:
-        return {"train": cmd_train, "show": cmd_show, "list": cmd_list,
-                "notebooks": cmd_notebooks}[args.command](args)
+        return {"train": cmd_train, "show": cmd_show, "list": cmd_list, "notebooks": cmd_notebooks,
+                "sweep": sweep_cli.main}[args.command](args)
     except ConfigError as e:
         err(f"{_flag(e.option)} {e.value!r} is invalid; allowed: {e.allowed}")
         return 2

@@ -463,12 +463,11 @@ _SYNONYMS = {"temperature": "T", "temp": "T", "k": "peer_samples", "peers": "pee
              "learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "epsilon": "ls_eps", "eps": "ls_eps"}
 
 
-def validate_params(params: Mapping[str, Any]) -> Config:
-    """Build and validate a Config from notebook (papermill) parameters, named like Config's options.
+def coerce_params(params: Mapping[str, Any]) -> dict:
+    """Option values as their options' types: notebook (papermill) parameters and sweep-spec (YAML) values.
 
-    Values may be Python values or strings as papermill passes them (`"1.5"`, `"all"`, `"none"`,
-    `"0.5,0.75"`). Raises ConfigError naming the first bad parameter, its value and what is allowed
-    (an unknown name suggests the closest option), before any data is loaded.
+    Values may be Python values or strings (`"1.5"`, `"all"`, `"none"`, `"0.5,0.75"`, YAML's `1e-4`).
+    Raises ConfigError on the first unknown name (suggesting the closest option) or unparsable value.
     """
     import difflib
     if not isinstance(params, Mapping):
@@ -482,7 +481,16 @@ def validate_params(params: Mapping[str, Any]) -> Config:
             hint = f"did you mean {pool[close[0]]!r}? " if close else ""
             raise ConfigError(str(name), value, f"{hint}a configuration option: {', '.join(sorted(kinds))}")
         values[name] = _coerce_param(name, value, kinds[name])
-    cfg = Config.from_dict(values)
+    return values
+
+
+def validate_params(params: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from notebook (papermill) parameters, named like Config's options.
+
+    Values are coerced by `coerce_params`. Raises ConfigError naming the first bad parameter, its value and
+    what is allowed (an unknown name suggests the closest option), before any data is loaded.
+    """
+    cfg = Config.from_dict(coerce_params(params))
     try:
         return cfg.validate()
     except DataError as e:

@@ -43,3 +43,26 @@ def erased_run(tiny_runs, tmp_path_factory):
     C = len(src.class_names)
     RunDir(dst, write=False).write_soft_labels({"stage_1": src.soft_labels(1), "stage_2": erased_matrix(C, 2, 3)})
     return load_run(dst)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node Slurm (munged, slurmctld, slurmd; tests/slurmcluster.py) started once per session and stopped
+    at its end; clients (sbatch, submitit) find it through SLURM_CONF. Skipped, saying why, where it cannot run."""
+    import os
+
+    from slurmcluster import SlurmCluster, missing
+    why = missing()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old

@@ -37,6 +37,12 @@ update ``K`` of a COLAM run, a fresh model is trained from scratch on the
 frozen labels of stage ``K`` (method ``fixed``), as a sweep in
 ``<run>/expected/``. It is not re-exported by ``colam_core.analysis`` (analysis never trains).
 
+**Campaigns** (the paper's grids on a cluster): a YAML spec (``spec.py``: base options, grid axes, dependencies)
+is planned once into ``ROOT/sweep.json`` (``expand`` + ``write_plan``; ``colam sweep plan``), then run by any
+number of identical workers or Slurm array tasks (``Campaign``: ``run_entry``, ``work``, ``status``, ``table``;
+``submit.py``: submitit job arrays, resumed from ``last.pt`` after a requeue). ``Sweep.open(ROOT)`` reads a planned
+sweep like any other; shipped specs are in ``specs/`` (``presets()``).
+
 Nothing here plots; everything returns pandas DataFrames. Training uses the
 same ``Trainer`` as a single run (its events reach the ``listeners`` given to
 ``Sweep.run``).
@@ -47,11 +53,19 @@ same ``Trainer`` as a single run (its events reach the ``listeners`` given to
 | `sweep.py` | `Sweep`: validation, folder checks, run states, the run loop, `results` |
 | `grids.py` | `interval_peers_grid`, `temperature_sweep`, `methods_seeds` |
 | `tables.py` | `grid_table`, `temperature_table`, `methods_table` |
-| `expected.py` | `expected_accuracy` (Fig. 1b), a `Sweep` of method=fixed runs |
+| `expected.py` | `expected_accuracy` (Fig. 1b), a `Sweep` of method=fixed runs; `expected_configs`, `expected_table` |
+| `spec.py` | YAML sweep specs: `load_spec`, `expand` (validated entries, stable names, dependencies), `write_plan` |
+| `claims.py` | one `flock` claim per entry (held while it trains, freed when the process ends), failure records |
+| `campaign.py` | `Campaign`: a planned sweep's states, `run_entry` (`--index`), `work` (`--worker`), tables |
+| `submit.py` | submitit: Slurm job arrays (dependent entries after their parents) or local workers; `EntryTask` |
+| `cli.py` | `colam sweep list / plan / run / submit / status / results` |
+| `specs/` | the shipped specs: the paper's tables and figures, and small CPU ones (digits, Fashion-MNIST) |
 """
+from .campaign import Campaign
 from .expected import expected_accuracy
 from .grids import interval_peers_grid, methods_seeds, temperature_sweep
 from .naming import CORE_PARAMS, METRICS, check_name
+from .spec import expand, load_spec, presets, write_plan
 from .sweep import Sweep
 from .tables import grid_table, methods_table, temperature_table
 
@@ -64,6 +78,11 @@ __all__ = [
     "temperature_table",
     "methods_table",
     "expected_accuracy",
+    "Campaign",
+    "load_spec",
+    "expand",
+    "write_plan",
+    "presets",
     "check_name",
     "CORE_PARAMS",
     "METRICS",

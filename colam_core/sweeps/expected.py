@@ -57,7 +57,18 @@ def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None 
         raise KeyError(f"{parent.path} has no soft labels {missing[0]!r}; available: {', '.join(available)}")
     keys = sorted(dict.fromkeys(keys), key=stage_number)
 
-    base = Config.from_dict(parent.config)
+    configs = expected_configs(Config.from_dict(parent.config), parent_path, keys, epochs=epochs,
+                               include_hard=include_hard, **overrides)
+    sweep = Sweep(Path(out) if out is not None else parent_path / "expected", configs)
+    res = sweep.run(progress=progress, max_runs=max_runs, listeners=listeners)
+    return expected_table(parent, configs, res)
+
+
+def expected_configs(base: Config, parent_path: str | Path, keys: Sequence[str], epochs: int | None = None,
+                     include_hard: bool = False, **overrides) -> dict[str, Config]:
+    """The runs of Fig. 1b for the run ``base`` trained in ``parent_path``: ``{"stage_K": Config}``, one
+    method=fixed run per soft-label key (``"stage_K"``) on ``parent_path:stage_K`` (and ``"hard"``, the
+    hard-label reference, first with ``include_hard``); tagged ``extra["sweep"]["stage"] = K`` (0 for hard)."""
     _check_options(overrides)
     common = dict(stages=None, epochs=base.epochs if epochs is None else epochs, name=None)
     configs: dict[str, Config] = {}
@@ -67,20 +78,27 @@ def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None 
     for k in keys:
         configs[k] = base.replace(method="fixed", fixed_targets=f"{parent_path}:{k}", T=base.T,
                                   extra={"sweep": {"stage": stage_number(k)}}, **common).replace(**overrides)
+    return configs
 
-    sweep = Sweep(Path(out) if out is not None else parent_path / "expected", configs)
-    res = sweep.run(progress=progress, max_runs=max_runs, listeners=listeners).set_index("name")
 
+def expected_table(parent: Run, configs: dict[str, Config], results: pd.DataFrame,
+                   labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per expected-accuracy run (``configs`` as from ``expected_configs``, ``results`` from
+    ``Sweep.results``), in order: stage, source, own_mass, the run's metrics, parent_test_acc, run_dir, finished.
+    ``labels``: ``{config key: results name}`` where the sweep names the runs otherwise."""
+    res = results.set_index("name")
     hist = parent.history
     soft = parent.all_soft_labels()
     rows = []
-    for name, cfg in configs.items():
-        r = res.loc[name]
+    for key, cfg in configs.items():
+        r = res.loc[(labels or {}).get(key, key)]
         K = int(_tags(cfg)["stage"])
         if K == 0:
             source, own, parent_acc = "hard labels", 1.0, float("nan")
         else:
-            source, own = cfg.fixed_targets, float(np.mean(np.diag(soft[name])))
+            k = stage_key(K)
+            source = cfg.fixed_targets
+            own = float(np.mean(np.diag(soft[k]))) if k in soft else float("nan")
             h = hist[hist["stage"] == K] if len(hist) else hist
             parent_acc = float(h["test_acc"].iloc[-1]) if len(h) else float("nan")
         rows.append({"stage": K, "source": source, "own_mass": own, "test_acc": r["test_acc"],

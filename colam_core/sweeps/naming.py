@@ -56,10 +56,13 @@ def _as_config(cfg: Config | Mapping, name: str | None = None) -> Config:
 
 
 def _in_run(e: ConfigError, name: str | None) -> ConfigError:
-    """The same ConfigError (option, value) with the sweep run it belongs to appended to `allowed`."""
+    """The same ConfigError (option, value) with the sweep run it belongs to appended to `allowed`
+    (and kept as ``.run``, with the original text as ``.bare_allowed``, for messages that name the run first)."""
     if name is None:
         return e
-    return ConfigError(e.option, e.value, f"{e.allowed} (sweep run {name!r})")
+    out = ConfigError(e.option, e.value, f"{e.allowed} (sweep run {name!r})")
+    out.run, out.bare_allowed = name, getattr(e, "bare_allowed", e.allowed)
+    return out
 
 
 def _fmt_value(v: Any) -> str:

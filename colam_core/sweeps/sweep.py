@@ -81,7 +81,8 @@ class Sweep:
         files need not exist where results are read); ``run`` validates before training."""
         p = Path(root) / SWEEP_FILE
         if not p.is_file():
-            raise RunError(f"{root} holds no {SWEEP_FILE}; it is not the root of a sweep that has been run")
+            raise RunError(f"{root} holds no {SWEEP_FILE}; it is not the root of a sweep that has been planned "
+                           "(`colam sweep plan SPEC --out ROOT`) or run")
         data = json.loads(p.read_text())
         return cls(root, {n: Config.from_dict(d) for n, d in data["runs"].items()}, validate=validate)
 
@@ -134,9 +135,9 @@ class Sweep:
             except ConfigError as e:
                 raise _in_run(e, name) from None
             except DataError as e:
-                raise ConfigError("data_root" if cfg.data_root is not None else "dataset",
-                                  cfg.data_root if cfg.data_root is not None else cfg.dataset,
-                                  f"{e} (sweep run {name!r})") from None
+                raise _in_run(ConfigError("data_root" if cfg.data_root is not None else "dataset",
+                                          cfg.data_root if cfg.data_root is not None else cfg.dataset, str(e)),
+                              name) from None
         return self
 
     @staticmethod
@@ -302,16 +303,18 @@ class Sweep:
                     self._trainer = None
 
     def _write_sweep_file(self) -> None:
-        """Record the runs in root/sweep.json (merged with runs recorded there before) for ``Sweep.open``."""
+        """Record the runs in root/sweep.json (merged with runs recorded there before, other keys such as a
+        campaign's ``plan`` kept) for ``Sweep.open``."""
         p = self.root / SWEEP_FILE
-        runs: dict = {}
+        data: dict = {}
         if p.is_file():
             try:
-                runs = dict(json.loads(p.read_text()).get("runs", {}))
-            except (OSError, ValueError):
-                runs = {}
+                data = dict(json.loads(p.read_text()))
+            except (OSError, ValueError, TypeError):
+                data = {}
+        runs = dict(data.get("runs") or {})
         runs.update({n: c.to_dict() for n, c in self.configs.items()})
-        atomic_write_text(p, json.dumps({"format": 1, "runs": runs}, indent=2, sort_keys=False))
+        atomic_write_text(p, json.dumps({**data, "format": 1, "runs": runs}, indent=2, sort_keys=False))
 
     # ---------------------------------------------------------------- results
     def results(self) -> pd.DataFrame:

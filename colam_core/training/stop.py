@@ -23,6 +23,7 @@ class StopOnSignal:
         self.stop, self.ddp = stop, data_parallel
         self.prev = {}
         self.first = None
+        self.signum = None  # the first signal received (a sweep worker tells a requeue from a cancel by it)
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
@@ -36,7 +37,7 @@ class StopOnSignal:
                 signal.signal(signal.SIGINT, self.prev.get(signal.SIGINT) or signal.default_int_handler)
                 raise KeyboardInterrupt
             if self.first is None:
-                self.first = now
+                self.first, self.signum = now, signum
             self.stop.set()
 
         for sig in signals:

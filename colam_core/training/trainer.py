@@ -12,6 +12,7 @@ checkpoint form (and why a resumed run is bitwise the same).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ class Trainer(EventSource):
             cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
         super().__init__(listeners)
         self._stop = threading.Event()
+        self.stop_signal: int | None = None
         self.strategy = make_strategy(cfg.device)
         self.device = self.strategy.device
         self.recorder = Recorder(self.out, self.strategy)
@@ -183,18 +185,16 @@ class Trainer(EventSource):
     def run_stage(self) -> StageEvent | None:
         """Run the epochs of the next stage. Returns its StageEvent, or None if stopped early / already done."""
         self._check_open()
-        with StopOnSignal(self._stop, self.strategy.enabled):
-            self._stop.clear()
+        with self._signals():
             if self.done:
                 self._finish()
                 return None
             return self._run_stage()
 
     def run(self) -> dict | None:
-        """Run all remaining stages. Returns the summary, or None if stopped early."""
+        """Run all remaining stages. Returns the summary, or None if stopped early (`stop_signal` says why)."""
         self._check_open()
-        with StopOnSignal(self._stop, self.strategy.enabled):
-            self._stop.clear()
+        with self._signals():
             while not self.done:
                 if self._run_stage() is None and not self.done:
                     return None
@@ -204,6 +204,18 @@ class Trainer(EventSource):
         if self._closed:
             raise RunError(f"this Trainer was closed and no longer holds the lock of {self.out}; nothing was "
                            f"trained: create a new Trainer(cfg, out={str(self.out)!r}) to go on")
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """Ctrl-C / SIGTERM / SIGUSR2 stop cleanly; `stop_signal` keeps the signal number (None: no signal)."""
+        self._stop.clear()
+        self.stop_signal = None
+        guard = StopOnSignal(self._stop, self.strategy.enabled)
+        try:
+            with guard:
+                yield
+        finally:
+            self.stop_signal = guard.signum
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> tuple[float, float]:

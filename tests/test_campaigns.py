@@ -1,0 +1,199 @@
+"""Campaigns: YAML sweep specs planned into ROOT/sweep.json, workers that share a sweep, status and results.
+
+The Slurm side (job arrays, requeue) is tests/test_slurm.py; here everything runs in this process or in `colam sweep`
+subprocesses, on digits with 2 epochs.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from colam_core import Config
+from colam_core.cli import main
+from colam_core.sweeps import Campaign, Sweep, load_spec, presets
+
+sys.path.insert(0, str(Path(__file__).parent))
+import datafiles  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = """\
+base: {dataset: digits, model: small_cnn, epochs: 4, stages: 2}
+grid: {method: [hl, colam], seed: [0, 1, 2]}
+"""
+SMALL = "base: {dataset: digits, model: small_cnn, epochs: 2, stages: 2}\n"
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def colam(*args, env=None, **kw):
+    """`colam ...` in a subprocess (one thread, as the whole suite)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "colam_core", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, **kw)
+
+
+def plan(tmp_path, text):
+    root = tmp_path / "root"
+    assert main(["sweep", "plan", str(write(tmp_path, text)), "--out", str(root)]) == 0
+    return root
+
+
+# ----------------------------------------------------------------------------- plan
+def test_minimal_spec_plans_as_written(tmp_path, capsys):
+    root = tmp_path / "root"
+    spec = write(tmp_path, MINIMAL)
+    assert main(["sweep", "plan", str(spec), "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs" in out and "24 epochs" in out
+    sweep = Sweep.open(root)
+    assert sweep.names == ["hl_s0", "hl_s1", "hl_s2", "colam_s0", "colam_s1", "colam_s2"]
+    for name, cfg in sweep.configs.items():
+        method, seed = name.split("_s")
+        want = Config(dataset="digits", model="small_cnn", epochs=4, stages=2, method=method, seed=int(seed))
+        assert cfg.fingerprint() == want.fingerprint()
+    assert not any(p.is_dir() for p in root.iterdir())  # planning trains nothing
+    # planning the same spec again changes nothing; another spec is refused unless --replace
+    before = (root / "sweep.json").read_text()
+    assert main(["sweep", "plan", str(spec), "--out", str(root)]) == 0
+    other = write(tmp_path, MINIMAL.replace("seed: [0, 1, 2]", "seed: [0]"), "other.yaml")
+    assert main(["sweep", "plan", str(other), "--out", str(root)]) == 2
+    assert "different plan" in capsys.readouterr().err
+    assert json.loads((root / "sweep.json").read_text())["runs"] == json.loads(before)["runs"]
+    assert main(["sweep", "plan", str(other), "--out", str(root), "--replace"]) == 0
+    assert Sweep.open(root).names == ["hl_s0", "colam_s0"]
+
+
+BAD_SPECS = {
+    "unknown option": (SMALL.replace("stages: 2", "stages: 2, lr_rate: 0.1") + "grid: {method: [hl]}\n",
+                       "base", "lr_rate"),
+    "bad value in one cell": (SMALL + "grid: {method: [colam], T: [1.5, -1]}\n", "colam_T-1.0", "T"),
+    "bad value in a variant": (SMALL + "grid: {method: [hl, {label: ls2, method: ls, ls_eps: 2}]}\n", "ls2",
+                               "ls_eps"),
+    "dependency on a missing entry": (SMALL + "grid: {method: [hl]}\nruns: {fx: {method: fixed, fixed_targets: "
+                                      "'@colam:stage_1'}}\n", "fx", "fixed_targets"),
+    "dependency on a stage never learned": (SMALL + "runs: {colam: {method: colam}, fx: {method: fixed, "
+                                            "fixed_targets: '@colam:stage_2'}}\n", "fx", "fixed_targets"),
+    "duplicate name": (SMALL + "grid: {method: [hl], seed: [0, 0]}\n", "hl_s0", "name"),
+    "a run named like a grid entry": (SMALL + "grid: {method: [hl]}\nruns: {HL: {method: ls}}\n", "HL", "name"),
+    "interval that does not divide": (SMALL + "grid: {interval: [3]}\n", "t3", "interval"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=list(BAD_SPECS))
+def test_bad_spec_fails_at_plan_with_one_line_and_writes_nothing(tmp_path, capsys, case):
+    text, entry, option = BAD_SPECS[case]
+    root = tmp_path / "root"
+    assert main(["sweep", "plan", str(write(tmp_path, text)), "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert f"entry {entry!r}" in err and f"option {option} " in err, err
+    assert not root.exists()
+
+
+def test_shipped_specs_plan_and_say_where_the_paper_is_silent(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    datafiles.write_cifar10(tmp_path / "c10", rng)
+    datafiles.write_cifar100(tmp_path / "c100", rng)
+    datafiles.write_folder(tmp_path / "img")
+    datafiles.write_fashion(tmp_path / "fm", rng, gz=False)
+    roots = {"cifar10": "c10", "cifar100": "c100", "imagefolder": "img", "fashion_mnist": "fm"}
+    runs = {}
+    assert main(["sweep", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name, path in presets().items():
+        assert name in listed
+        spec, _ = load_spec(preset=name)
+        ds = spec["base"]["dataset"]
+        sets = ["--set", f"data_root={tmp_path / roots[ds]}"] if ds in roots else []
+        assert main(["sweep", "plan", "--preset", name, "--out", str(tmp_path / name), *sets]) == 0, name
+        camp = Campaign(tmp_path / name)
+        runs[name] = (len(camp), len(camp.depends))
+        if name.startswith(("table", "fig", "resnet56")):
+            assert "our choice" in path.read_text(), f"{name} must name its choices where the paper is silent"
+    assert runs["table1_cifar10"] == runs["table2_cifar100"] == (60, 0)  # 5 methods x 4 models x 3 seeds
+    assert runs["fig4a_interval_peers"] == (30, 0)                        # 6 intervals x 5 peer counts
+    assert runs["fig1b_expected_cifar100"] == (11, 9)                     # parent, hard, 9 expected runs
+    t1 = Campaign(tmp_path / "table1_cifar10").sweep.configs
+    assert t1["densenet_bc_100_hl_s0"].epochs == 240 and t1["wrn40_4_colam_s2"].epochs == 160  # the paper recipe
+    assert t1["wrn40_4_colam_s0"].num_stages == 4 and t1["wrn40_4_ls_s0"].num_stages == 1
+    fig4a = Campaign(tmp_path / "fig4a_interval_peers").sweep.configs
+    assert {c.model for c in fig4a.values()} == {"preact_resnet18"}
+    assert sorted({c.stage_epochs for c in fig4a.values()}) == [2, 5, 10, 20, 40, 80]
+
+
+# ----------------------------------------------------------------------------- run, status, results
+def test_index_status_results_and_a_failed_entry(tmp_path, capsys):
+    root = plan(tmp_path, SMALL + "grid: {method: [hl, ls]}\npaper: [{label: hl, test_acc: 50.0}]\n")
+    # entry 1's folder now holds another run: its attempt fails, and status keeps the error line
+    (root / "ls").mkdir()
+    (root / "ls" / "config.json").write_text(json.dumps({"config": {}, "fingerprint": {"method": "cp"}}))
+    assert main(["sweep", "run", str(root), "--index", "1", "--quiet"]) == 1
+    assert main(["sweep", "run", str(root), "--index", "0", "--quiet"]) == 0
+    assert main(["sweep", "run", str(root), "--index", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "hl: trained" in out and "hl: done" in out
+    assert main(["sweep", "status", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "2 entries: 1 done, 0 running, 0 pending, 1 failed" in out
+    assert "another configuration" in out.splitlines()[-1]
+    csv, md = tmp_path / "t.csv", tmp_path / "t.md"
+    assert main(["sweep", "results", str(root), "--csv", str(csv), "--markdown", str(md)]) == 0
+    table = pd.read_csv(csv)
+    hl = table.set_index("label").loc["hl"]
+    assert hl["n"] == 1 and hl["paper"] == 50.0 and hl["diff"] == pytest.approx(hl["mean"] - 50.0)
+    acc = json.loads((root / "hl" / "summary.json").read_text())["test_acc"]
+    assert hl["mean"] == pytest.approx(100 * acc)
+    assert "| label |" in md.read_text()
+    assert main(["sweep", "run", str(root), "--index", "7"]) == 2
+
+
+def test_two_workers_train_every_run_once_and_children_wait_for_their_parent(tmp_path):
+    root = plan(tmp_path, SMALL + "grid: {method: [hl, colam], seed: [0, 1]}\nexpected: {parents: [colam_s0]}\n")
+    names = Campaign(root).names
+    assert names[-1] == "colam_s0.stage_1"
+    workers = [subprocess.Popen([sys.executable, "-m", "colam_core", "sweep", "run", str(root), "--worker", "--quiet",
+                                 "--poll", "0.5"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    trained = [line.split(":")[0] for _, err in logs for line in err.splitlines() if line.endswith(": trained")]
+    assert sorted(trained) == sorted(names), logs  # every run exactly once
+    assert not any("in use" in err or "failed" in err for _, err in logs)
+    sweep = Sweep.open(root)
+    assert all(sweep.state(n) == "finished" for n in names)
+    for n in names:
+        assert len(pd.read_csv(root / n / "history.csv")) == 2
+    child_started = (root / "colam_s0.stage_1" / "config.json").stat().st_mtime
+    assert child_started >= (root / "colam_s0" / "checkpoints" / "stage_1.pt").stat().st_mtime
+    table = Campaign(root).table("expected")[1]
+    assert table["stage"].tolist() == [1] and table["finished"].all()
+
+
+def test_a_killed_worker_leaves_its_entry_free_and_resumable(tmp_path, capsys):
+    root = plan(tmp_path, SMALL + "grid: {method: [colam]}\n")
+    killed = colam("sweep", "run", root, "--index", "0", "--quiet", env={"COLAM_FAULT": "batch:3"})
+    assert killed.returncode == -9
+    assert main(["sweep", "status", str(root)]) == 0
+    assert "0 running, 1 pending" in capsys.readouterr().out  # the kernel released the claim with the process
+    assert main(["sweep", "run", str(root), "--worker", "--quiet"]) == 0
+    assert "colam: trained" in capsys.readouterr().err
+    assert len(pd.read_csv(root / "colam" / "history.csv")) == 2
+
+
+def test_local_executor_drains_the_sweep(tmp_path, capsys):
+    root = plan(tmp_path, SMALL + "grid: {method: [hl, colam]}\n")
+    assert main(["sweep", "submit", str(root), "--executor", "local", "--max-parallel", "2", "--cpus-per-task", "1",
+                 "--time", "10", "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "2 done, 0 running, 0 pending, 0 failed" in out
+    assert main(["sweep", "submit", str(root), "--executor", "local"]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
