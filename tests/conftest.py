@@ -36,12 +36,14 @@ def erased_run(tiny_runs, tmp_path_factory):
     """A copy of ``tiny_runs["colam"]`` whose stage_2 labels erase class 2 (taken by class 3); stage_1 stays."""
     import shutil
 
-    from colam_core.runs import RunDir
+    import numpy as np
+
+    from colam_core.runs import SOFT_LABELS_FILE
     src = tiny_runs["colam"]
     dst = tmp_path_factory.mktemp("erased") / "colam_erased"
     shutil.copytree(src.path, dst)
     C = len(src.class_names)
-    RunDir(dst, write=False).write_soft_labels({"stage_1": src.soft_labels(1), "stage_2": erased_matrix(C, 2, 3)})
+    np.savez(dst / SOFT_LABELS_FILE, stage_1=src.soft_labels(1), stage_2=erased_matrix(C, 2, 3).astype(np.float32))
     return load_run(dst)
 
 
