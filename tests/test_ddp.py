@@ -300,7 +300,7 @@ def _worker(out: Path) -> None:
             results[name] = {"model": t.model.state_dict(), "soft": None if soft is None else torch.as_tensor(soft)}
             if name == "lr":
                 results[name]["teacher"] = {k: v.cpu() for k, v in t.method.teacher_model.state_dict().items()}
-            results["locked"] = t.run_dir._lock_fd is not None
+            results["locked"] = t.run_dir.locked
     cfg = Config(**{**BASE, "batch_size": 16}, method="colam", stages=2)
     stop = {"stopped": []}
     with Trainer(cfg, out=out / "stop") as t:
