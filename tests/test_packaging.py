@@ -20,8 +20,13 @@ from colam_core.runs import RUN_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache", "test-artifacts", ".ipynb_checkpoints")
+_NOT_ANYWHERE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                       "test-artifacts", ".ipynb_checkpoints")
+
+
+def _NOT_SOURCE(folder, names):
+    """What the copy of the checkout leaves out; `runs/` (training output) only at the top, not colam_core/runs/."""
+    return set(_NOT_ANYWHERE(folder, names)) | ({"runs"} & set(names) if Path(folder) == ROOT else set())
 
 
 def _run(cmd, cwd, env, timeout=900):
@@ -40,6 +45,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_outside_the_repo(tmp_path
     assert wheel.name.startswith(f"colam_workbench-{colam_core.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"colam_core/py.typed", "workbench/py.typed", "colam_core/notebooks/01_quickstart.ipynb"} <= set(names)
+    assert any(n.startswith("colam_core/sweeps/specs/") and n.endswith(".yaml") for n in names)  # colam sweep list
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
