@@ -206,13 +206,9 @@ def compile_probe(args, root: Path, gain_per_image: float, timeout: float = 1800
                "--eval-batch-size", str(args.eval_batch_size), *(["--amp", args.amp] if args.amp else [])]
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(prefix="colam_inductor_"))
         try:
-            run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+            res[mode] = run_probe(cmd, f"compile probe ({mode})", timeout, env)
         finally:
             shutil.rmtree(env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
-        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
-        if run.returncode != 0 or not lines:
-            raise RuntimeError(f"compile probe ({mode}) failed ({run.returncode}): {run.stderr[-2000:]}")
-        res[mode] = json.loads(lines[-1])
     off, on = res["off"], res["on"]
     overhead = on["seconds"] - off["seconds"] + on["images"] * gain_per_image
     return {"eager": off, "compiled": on, "overhead_s": overhead}
@@ -338,11 +334,16 @@ def bench_soft_labels(device: torch.device, classes=(10, 100, 1000), peers=(2_00
 
 def memory_probe(args_list: list[str], timeout: float = 900) -> dict:
     """Peak RSS of a fresh process running a CIFAR-100-sized run (see `_memory_probe_main`)."""
-    cmd = [sys.executable, "-m", "benchmarks.training", "--_memory-probe", *args_list]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return run_probe([sys.executable, "-m", "benchmarks.training", "--_memory-probe", *args_list], "memory probe",
+                     timeout)
+
+
+def run_probe(cmd: list[str], what: str, timeout: float, env: dict | None = None) -> dict:
+    """Run a probe subprocess from the checkout; the JSON object on the last line of its stdout."""
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
-        raise RuntimeError(f"memory probe failed ({res.returncode}): {res.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed ({res.returncode}): {res.stderr[-2000:]}")
     return json.loads(lines[-1])
 
 
