@@ -21,12 +21,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import ConfigError
+from ..metrics import ECE_LABELS
 from ..training import Trainer, estimate_duration
 from .campaign import Campaign
 from .evidence import markdown_table
 from .spec import TABLES, expand, load_spec, preset_summary, presets, write_plan
 from .submit import EXECUTORS, describe, queued_jobs, submit, submitted_jobs, wait_until_settled
+from .tables import ECE_METRICS, labelled
 
 EXIT_LATER = 75
 
@@ -210,29 +214,60 @@ def _duration(seconds: float) -> str:
         f"{seconds / 3600:.1f} h"
 
 
+#: how the printed tables say which calibration is which (the labels of ``metrics.ECE_LABELS``)
+CALIBRATION = ("ECE softmax(z/T): of softmax(z / T), T the run's output temperature (COLAM and fixed: its T; "
+               "every other method: 1); ECE softmax(z): of softmax(z), the same for every method")
+
+
+def _brief(df):
+    """A table as printed: no separate mean / std columns, accuracy and the two ECEs labelled."""
+    df = df.drop(columns=[c for c in df.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
+    return labelled(df).rename(columns={"mean ± std": "test acc", "test_acc": "test acc"})
+
+
+def _ece_grids(long, display) -> list[tuple[str, object]]:
+    """The grid of each ECE (rows and columns as the accuracy grid's), from the long table's formatted cells."""
+    index, columns = display.index, display.columns
+    out = []
+    for m in ECE_METRICS:
+        if m not in long.columns:
+            continue
+        cells = {(r, c): v for r, c, v in zip(long[index.name], long[columns.name], long[m])}
+        grid = pd.DataFrame([[cells.get((r, c), "-") for c in columns] for r in index], index=index, columns=columns)
+        out.append((f"{ECE_LABELS[m]} (%): update interval t (rows) x peer samples k (columns), mean ± std over "
+                    "seeds", grid.reset_index()))
+    return out
+
+
 def cmd_results(args) -> int:
     camp = Campaign(args.root)
     kind, long, display = camp.table(args.table)
-    titles = {"methods": "test accuracy (%), mean ± std over seeds; n = finished runs",
+    titles = {"methods": "test accuracy and ECE both ways (%), mean ± std over seeds; n = finished runs",
               "grid": "test accuracy (%): update interval t (rows) x peer samples k (columns), mean ± std over seeds",
-              "temperature": "test accuracy and ECE (%) per temperature T, mean ± std over seeds",
-              "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K"}
-    shown = display.reset_index() if kind == "grid" else display
-    shown = shown.drop(columns=[c for c in shown.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
-    print(f"{camp.root}: {titles[kind]}")
+              "temperature": "test accuracy and ECE both ways (%) per temperature T, mean ± std over seeds",
+              "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K "
+                          "(accuracy and ECE both ways as fractions)"}
+    shown = _brief(display.reset_index() if kind == "grid" else display)
+    sections = [(titles[kind], shown)] + (_ece_grids(long, display) if kind == "grid" else [])
     decimals = 4 if kind == "expected" else 2
+    print(f"{camp.root}: {titles[kind]}")
     print(_as_text(shown, decimals).to_string(index=False))
+    for title, grid in sections[1:]:
+        print(f"{title}\n{_as_text(grid, decimals).to_string(index=False)}")
+    print(f"({CALIBRATION})")
     if kind == "grid" and "paper" in long.columns:
-        print("beside the paper's numbers:\n" + _as_text(long.drop(columns=["mean", "std"])).to_string(index=False))
+        print("beside the paper's numbers:\n" + _as_text(_brief(long)).to_string(index=False))
     if kind != "expected" and "paper" not in long.columns:
         print("(this spec gives no paper numbers, so there is no paper column)")
     if args.csv:
-        long.to_csv(args.csv, index=False)
+        labelled(long).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if args.markdown:
-        text = _as_text(shown.astype(object), decimals)
-        Path(args.markdown).write_text(f"{titles[kind]}\n\n" + markdown_table(text, {str(c): str(c)
-                                                                                    for c in text.columns}) + "\n")
+        parts = []
+        for title, table in sections:
+            text = _as_text(table.astype(object), decimals)
+            parts.append(f"{title}\n\n" + markdown_table(text, {c: str(c) for c in text.columns}))
+        Path(args.markdown).write_text("\n\n".join(parts) + f"\n\n({CALIBRATION})\n")
         print(f"wrote {args.markdown}")
     return 0
 
