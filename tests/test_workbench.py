@@ -742,6 +742,7 @@ def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
         assert s.wait(30)
         assert isinstance(s.error, RuntimeError)
         assert "RuntimeError: the data went away" in s.error_area.value and "Failed" in s.status.value
+        assert "Traceback (most recent call last)" in s.error_area.value  # not ours: a bug, shown with its frames
         assert not s.next_button.disabled and s.stop_button.disabled
     finally:
         s.close()
@@ -767,6 +768,7 @@ def test_a_closed_stage_stepper_never_trains_again(tmp_path):
     with pytest.raises(RunError, match="was closed"):  # static mode: shown and raised, as any failure
         s.run_all()
     assert "was closed" in s.error_area.value and s.trainer.epoch == 2
+    assert "Traceback" not in s.error_area.value  # our own error: its one line, not a traceback
     other.close()
     assert (tmp_path / "r" / "summary.json").read_bytes() == summary and len(load_run(tmp_path / "r").history) == 4
 

@@ -35,6 +35,7 @@ from IPython.display import HTML, display
 
 from colam_core import Config, analysis, load_run
 from colam_core.metrics import ECE_LABELS, ece_text, erasures
+from colam_core.errors import USER_ERRORS
 from colam_core.runs import HISTORY_COLUMNS, RunError
 
 from . import figures
@@ -342,7 +343,9 @@ class StageStepper(_Widget):
             fn()
         except BaseException as e:  # shown in the widget; re-raised where a caller is waiting (static mode)
             self.error = e
-            self.error_area.value = _error_html("Training failed:\n" + traceback.format_exc())
+            # our own errors name the bad value and what to do: one line; anything else: the traceback (a bug)
+            detail = f"{type(e).__name__}: {e}" if isinstance(e, USER_ERRORS) else traceback.format_exc()
+            self.error_area.value = _error_html("Training failed:\n" + detail)
             self._set_status(f"Failed: {type(e).__name__}: {e}")
             if not self.interactive:
                 raise
