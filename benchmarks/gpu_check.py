@@ -247,8 +247,8 @@ def step_fidelity(ctx) -> dict:
             torch.cuda.reset_peak_memory_stats()
         with Trainer(cfg, out=path) as t:
             s = t.run()
-        row = {"test_acc": s["test_acc"], "test_ece": s.get("test_ece"), "images_per_s": s.get("mean_images_per_s"),
-               "seconds": s.get("train_seconds")}
+        row = {"test_acc": s["test_acc"], "test_ece": s.get("test_ece"), "test_ece_T1": s.get("test_ece_T1"),
+               "images_per_s": s.get("mean_images_per_s"), "seconds": s.get("train_seconds")}
         if ctx.device.type == "cuda":
             row["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
         if not (np.isfinite(s["test_acc"]) and s["test_acc"] > 0.2):  # 10 learnable classes: chance is 0.1

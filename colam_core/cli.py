@@ -33,7 +33,7 @@ from .data import DATASETS
 from .distributed import env_world_size, launched_rank
 from .errors import ConfigError, DataError, DistributedError, RunError, TrainingError
 from .methods import available_methods
-from .metrics import erasures, soft_label_health
+from .metrics import ece_text, erasures, soft_label_health
 from .models import available_models
 from .options import BY_NAME, NO_FLAG, SECTIONS, help_text
 from .runs import CONFIG_FILE, SUMMARY_FILE, load_run, program_name, read_json, resume_command
@@ -212,8 +212,7 @@ def cmd_train(args) -> int:
         if summary is None:
             _say(f"stopped; resume with: {_resume_command(trainer.out)}")
             return 130
-        _say(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  test_ece={summary['test_ece']:.4f} "
-             f"(softmax(z/T))  test_ece_T1={summary['test_ece_T1']:.4f} (softmax(z))  "
+        _say(f"done: {trainer.out}  test_acc={summary['test_acc']:.4f}  {ece_text(summary)}  "
              f"train {summary['train_seconds']:.1f} s")
     return 0
 
@@ -236,6 +235,10 @@ def cmd_show(args) -> int:
                              f"{e['own_mass']:.2f})" for e in erasures(soft))
             print(f"  {k}: own-class mass mean {h['own_mass_mean']:.3f}, min {h['own_mass_min']:.3f}; "
                   + (f"ERASED {len(h['erased_classes'])}: {lost}" if lost else "no class erased"))
+    if run.summary:
+        acc = run.summary.get("test_acc")
+        acc = f"{acc:.4f}" if isinstance(acc, (int, float)) else "n/a"
+        print(f"test accuracy {acc}; {ece_text(run.summary)} (T = {run.output_temperature:g})")
     print(json.dumps(run.summary, indent=2) if run.summary else "not finished (resume with train --resume)")
     return 0
 

@@ -48,6 +48,30 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
     return float(np.sum(count[used] / n * np.abs(bins["accuracy"][used] - bins["confidence"][used])))
 
 
+#: How every table, figure and printed line labels a run's two calibration numbers (the keys of summary.json):
+#: ``test_ece`` is the ECE of softmax(z / T) at the method's output temperature (COLAM and fixed: the run's T;
+#: every other method: 1), ``test_ece_T1`` the ECE of softmax(z), the same for every method.
+ECE_LABELS = {"test_ece": "ECE softmax(z/T)", "test_ece_T1": "ECE softmax(z)"}
+
+
+def metric_label(key: str) -> str:
+    """The label a table or figure shows for a metric: ``ECE_LABELS`` for the two ECEs, else the key itself."""
+    return ECE_LABELS.get(key, key)
+
+
+def ece_text(summary: Mapping[str, Any] | None, digits: int = 4) -> str:
+    """Both ECEs of a run summary, labelled: ``ECE softmax(z/T) 0.0512, ECE softmax(z) 0.0401``; ``n/a`` where
+    a value is missing or not a number (runs written before ``test_ece_T1`` existed have only ``test_ece``)."""
+    def fmt(v: Any) -> str:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return "n/a"
+        return "n/a" if f != f else f"{f:.{digits}f}"
+    s = summary or {}
+    return ", ".join(f"{label} {fmt(s.get(key))}" for key, label in ECE_LABELS.items())
+
+
 # ----------------------------------------------------------------------------- soft-label health
 def class_health(soft: Any) -> dict[str, np.ndarray]:
     """Per class c of a C x C soft-label matrix (row c = the label of class c):
@@ -97,4 +121,4 @@ def erasures(soft: Any) -> list[dict]:
 
 
 __all__ = ["reliability_bins", "expected_calibration_error", "class_health", "soft_label_health", "erasures",
-           "own_mass_floor"]
+           "own_mass_floor", "ECE_LABELS", "metric_label", "ece_text"]

@@ -7,7 +7,8 @@
 What is logged, with the same names in both: every history column per epoch (step = epoch: `train_loss`,
 `test_acc`, `lr`, ...), the soft-label health per update (`soft_labels/own_mass_mean`, `.../own_mass_min`,
 `.../erased_classes`, `.../update_seconds`, at the epoch the stage ended) and the matrix as an image, the
-hyperparameters (the configuration's fingerprint), and the final metrics (`final/test_acc`, `final/test_ece`, ...).
+hyperparameters (the configuration's fingerprint), and the final metrics (`final/test_acc`; calibration both
+ways: `final/test_ece`, the ECE of softmax(z / T), and `final/test_ece_T1`, of softmax(z); ...).
 
 The run directory stays the source of truth: a tracker mirrors it. A tracker that cannot be opened stops the
 run before training (a ConfigError naming --log / --tracking-uri); one that fails while training warns once and is
@@ -33,7 +34,7 @@ from .metrics import soft_label_health
 from .runs import MLFLOW_ARTIFACTS, MLFLOW_DB, RUN_FORMAT, TENSORBOARD_DIR
 
 #: summary.json entries logged as `final/<name>` when a run finishes
-FINAL_METRICS = ("test_acc", "test_ece", "test_loss", "train_acc", "best_test_acc", "train_seconds",
+FINAL_METRICS = ("test_acc", "test_ece", "test_ece_T1", "test_loss", "train_acc", "best_test_acc", "train_seconds",
                  "update_seconds_total", "mean_images_per_s")
 #: the anchors of matplotlib's viridis colour map (0, 0.25, 0.5, 0.75, 1), for the soft-label image
 _VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
@@ -147,7 +148,8 @@ class Tracker:
 
 class TensorBoardTracker(Tracker):
     """Event files in RUN_DIR/tensorboard/ (torch.utils.tensorboard): scalars, the soft-label image per update,
-    the hyperparameters (HParams tab, against `final/test_acc` and `final/test_ece`) and config.json as text."""
+    the hyperparameters (HParams tab, against `final/test_acc`, `final/test_ece` and `final/test_ece_T1`) and
+    config.json as text."""
 
     name = "tensorboard"
 
@@ -160,7 +162,8 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=start_epoch + 1 if start_epoch
                                     else None)
         if start_epoch == 0:
-            for s in hparams(hyperparameters(resolved), {"final/test_acc": 0.0, "final/test_ece": 0.0}):
+            finals = {"final/test_acc": 0.0, "final/test_ece": 0.0, "final/test_ece_T1": 0.0}
+            for s in hparams(hyperparameters(resolved), finals):
                 self.writer.file_writer.add_summary(s)
             self.writer.add_text("config", "```\n" + json.dumps(resolved.get("config", {}), indent=2) + "\n```")
 

@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny trained runs, trained once per test session."""
+"""Shared fixtures: tiny trained runs, trained once per test session. The plugin tests/no_traceback.py fails any
+test named in docs/RELIABILITY.md's tables whose output holds a Python traceback."""
 import pytest
 
 from colam_core import Config, Trainer, load_run
+
+pytest_plugins = ["no_traceback"]
 
 TINY = dict(dataset="synthetic", model="small_cnn", batch_size=32, lr=0.05, amp="off")  # float32: tests recompute
 

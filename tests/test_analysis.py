@@ -341,6 +341,12 @@ def test_calibration_for_run():
     # a higher temperature gives flatter probabilities
     p_hot, _ = A.predict_probs(run, temperature=4.0)
     assert p_hot.max(axis=1).mean() < p.max(axis=1).mean()
+    # calibration both ways: ece of softmax(z / T) at the run's T, ece_T1 of softmax(z)
+    run.output_temperature = 4.0
+    hot = A.calibration_for_run(run, n_bins=5)
+    assert hot["temperature"] == 4.0 and out["temperature"] == 1.0 and out["ece_T1"] == out["ece"]
+    assert hot["ece"] == pytest.approx(A.expected_calibration_error(p_hot, y, 5))
+    assert hot["ece_T1"] == pytest.approx(A.expected_calibration_error(p, y, 5)) != hot["ece"]
 
 
 # ---------------------------------------------------------------------------

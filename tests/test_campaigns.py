@@ -275,13 +275,65 @@ def test_index_status_results_and_a_failed_entry(tmp_path, capsys):
     assert "another configuration" in out.splitlines()[-1]
     csv, md = tmp_path / "t.csv", tmp_path / "t.md"
     assert main(["sweep", "results", str(root), "--csv", str(csv), "--markdown", str(md)]) == 0
+    printed = capsys.readouterr().out
     table = pd.read_csv(csv)
     hl = table.set_index("label").loc["hl"]
     assert hl["n"] == 1 and hl["paper"] == 50.0 and hl["diff"] == pytest.approx(hl["mean"] - 50.0)
-    acc = json.loads((root / "hl" / "summary.json").read_text())["test_acc"]
-    assert hl["mean"] == pytest.approx(100 * acc)
-    assert "| label |" in md.read_text()
+    summary = json.loads((root / "hl" / "summary.json").read_text())
+    assert hl["mean"] == pytest.approx(100 * summary["test_acc"])
+    # calibration both ways, labelled, with summary.json's numbers (in %), in the CSV, the Markdown and the print
+    ece, ece1 = 100 * summary["test_ece"], 100 * summary["test_ece_T1"]
+    assert hl["ECE softmax(z/T) mean"] == pytest.approx(ece) and hl["ECE softmax(z) mean"] == pytest.approx(ece1)
+    assert "test_ece" not in table.columns and "test_ece_T1" not in table.columns
+    text = md.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| label |"))
+    cells = dict(zip(header.strip("|").split(" | "), next(line for line in text.splitlines()
+                                                        if line.startswith("| hl |")).strip("|").split(" | ")))
+    assert {k.strip(): v.strip() for k, v in cells.items()}["ECE softmax(z/T)"] == f"{ece:.2f}"
+    assert {k.strip(): v.strip() for k, v in cells.items()}["ECE softmax(z)"] == f"{ece1:.2f}"
+    assert "ECE softmax(z/T)" in printed and "ECE softmax(z)" in printed and f"{ece1:.2f}" in printed
     assert main(["sweep", "run", str(root), "--index", "7"]) == 2
+
+
+def fake_results(old=False):
+    """Results of a finished interval x peers x T grid, two seeds a cell, without training (``old``: runs written
+    before summary.json had test_ece_T1, so their results have NaN there)."""
+    rows = []
+    for i, (t, k, T) in enumerate([(1, 1, 1.0), (1, "all", 1.0), (2, 1, 1.5), (2, "all", 1.5)]):
+        for seed in (0, 1):
+            rows.append({"name": f"r{i}_s{seed}", "dataset": "digits", "model": "small_cnn", "method": "colam",
+                         "label": "colam", "seed": seed, "interval": t, "peer_samples": k, "T": T,
+                         "test_acc": 0.5 + 0.1 * i + 0.01 * seed, "test_ece": 0.10 + 0.01 * i + 0.002 * seed,
+                         "test_ece_T1": np.nan if old else 0.05 + 0.01 * i + 0.002 * seed})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["new runs", "runs without test_ece_T1"])
+def test_results_tables_show_ece_both_ways_labelled(tmp_path, capsys, monkeypatch, old):
+    root = plan(tmp_path, SMALL + "grid: {method: [colam]}\npaper: [{interval: 1, peer_samples: 1, test_acc: 50}]\n")
+    res = fake_results(old)
+    monkeypatch.setattr(Campaign, "results", lambda self: res)
+    capsys.readouterr()
+    for kind in ("grid", "temperature", "methods"):
+        csv, md = tmp_path / f"{kind}.csv", tmp_path / f"{kind}.md"
+        assert main(["sweep", "results", str(root), "--table", kind, "--csv", str(csv), "--markdown", str(md)]) == 0
+        printed, text, long = capsys.readouterr().out, md.read_text(), pd.read_csv(csv)
+        for label in ("ECE softmax(z/T)", "ECE softmax(z)"):
+            assert label in printed and label in text and f"{label} mean" in long.columns, (kind, label)
+        assert "ECE softmax(z/T): of softmax(z / T)" in printed and "ECE softmax(z): of softmax(z)" in text
+        key = {"grid": ["interval", "peer_samples"], "temperature": ["T"], "methods": ["label"]}[kind]
+        want = res.assign(**{c: res[c].astype(str) for c in key}).groupby(key)
+        got = long.assign(**{c: long[c].astype(str) for c in key}).set_index(key)
+        for m, label in (("test_ece", "ECE softmax(z/T)"), ("test_ece_T1", "ECE softmax(z)")):
+            mean = (100 * want[m].mean()).reindex(got.index)
+            np.testing.assert_allclose(got[f"{label} mean"].to_numpy(float), mean.to_numpy(float), equal_nan=True)
+            if old and m == "test_ece_T1":
+                assert got[label].isna().all() or (got[label].astype(str) == "-").all()
+        if kind == "grid":  # one grid per ECE below the accuracy grid, same rows and columns
+            assert "ECE softmax(z/T) (%): update interval t" in printed and "ECE softmax(z) (%): update interval t" in text
+            cell = f"{100 * res['test_ece'][:2].mean():.2f} ± {100 * res['test_ece'][:2].std():.2f}"
+            assert cell in text.split("ECE softmax(z/T) (%)")[1].split("ECE softmax(z) (%)")[0]
+            assert ("| 1 | - | - |" if old else "| 1 | 5.10 ± 0.14 | 6.10 ± 0.14 |") in text.split("ECE softmax(z) (%)")[1]
 
 
 def test_two_workers_train_every_run_once_and_children_wait_for_their_parent(tmp_path):

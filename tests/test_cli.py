@@ -1,4 +1,5 @@
 """CLI: trains, resumes, and every bad value exits 2 with one line naming the option, before loading data."""
+import json
 import subprocess
 import sys
 
@@ -21,6 +22,26 @@ def test_train_show_and_resume_finished(tmp_path):
     assert show.returncode == 0 and "colam on synthetic" in show.stdout and "stage_1" in show.stdout
     again = run_cli("train", "--resume", str(out), "--quiet")
     assert again.returncode == 0 and "test_acc=" in again.stdout
+    # calibration both ways, labelled, with summary.json's numbers: when training ends and in `show`
+    s = json.loads((out / "summary.json").read_text())
+    both = f"ECE softmax(z/T) {s['test_ece']:.4f}, ECE softmax(z) {s['test_ece_T1']:.4f}"
+    assert both in res.stdout and both in again.stdout
+    assert f"{both} (T = 1.5)" in show.stdout
+
+
+def test_show_and_resume_a_run_written_before_ece_at_T1(tmp_path, capsys):
+    out = tmp_path / "old"
+    assert main(["train", "--dataset", "synthetic", "--method", "hl", "--epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    del s["test_ece_T1"]  # summary.json as runs wrote it before test_ece_T1 existed
+    (out / "summary.json").write_text(json.dumps(s))
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert f"ECE softmax(z/T) {s['test_ece']:.4f}, ECE softmax(z) n/a" in capsys.readouterr().out
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0   # the finished run reports again, no KeyError
+    done = capsys.readouterr().out
+    assert "ECE softmax(z/T) " in done and "ECE softmax(z) " in done
 
 
 @pytest.mark.parametrize("args, needle", [

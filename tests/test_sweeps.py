@@ -73,7 +73,7 @@ def expected_ref(parent):
 
 def test_expected_accuracy_rows_and_subrun_configs(parent, expected_ref):
     df = expected_ref
-    assert list(df.columns) == ["stage", "source", "own_mass", "test_acc", "test_ece", "best_test_acc",
+    assert list(df.columns) == ["stage", "source", "own_mass", "test_acc", "test_ece", "test_ece_T1", "best_test_acc",
                                 "train_seconds", "parent_test_acc", "run_dir", "finished"]
     assert df["stage"].tolist() == [1, 2] and parent.soft_label_keys() == ["stage_1", "stage_2"]
     assert df["finished"].all()
@@ -93,6 +93,7 @@ def test_expected_accuracy_rows_and_subrun_configs(parent, expected_ref):
         np.testing.assert_array_equal(load_soft_label_matrix(c["fixed_targets"]), parent.soft_labels(K))
         assert row["own_mass"] == pytest.approx(np.diag(parent.soft_labels(K)).mean())
         assert row["test_acc"] == sub.summary["test_acc"] and row["test_ece"] == sub.summary["test_ece"]
+        assert row["test_ece_T1"] == sub.summary["test_ece_T1"] != row["test_ece"]  # T = 2: two calibrations
         assert row["parent_test_acc"] == hist[hist["stage"] == K]["test_acc"].iloc[-1]
 
 
@@ -263,9 +264,14 @@ def test_temperature_sweep_table_hand_values(tmp_path):
     t = S.temperature_table(res, scale=100, decimals=2)
     assert t["T"].tolist() == [1.0, 2.0] and t["n"].tolist() == [2, 2]
     assert list(t.columns) == ["T", "n", "test_acc_mean", "test_acc_std", "test_acc",
-                               "test_ece_mean", "test_ece_std", "test_ece"]
+                               "test_ece_mean", "test_ece_std", "test_ece",
+                               "test_ece_T1_mean", "test_ece_T1_std", "test_ece_T1"]
+    shown = S.labelled(t)
+    assert list(shown.columns)[5:] == ["ECE softmax(z/T) mean", "ECE softmax(z/T) std", "ECE softmax(z/T)",
+                                       "ECE softmax(z) mean", "ECE softmax(z) std", "ECE softmax(z)"]
+    assert shown["ECE softmax(z)"].tolist() == t["test_ece_T1"].tolist()
     for i, T in enumerate([1.0, 2.0]):
-        for m in ("test_acc", "test_ece"):
+        for m in ("test_acc", "test_ece", "test_ece_T1"):
             vals = [100 * json.loads((tmp_path / "temp" / f"T{T!r}_s{s}" / "summary.json").read_text())[m]
                     for s in (0, 1)]
             mean, std = statistics.mean(vals), statistics.stdev(vals)
@@ -274,6 +280,38 @@ def test_temperature_sweep_table_hand_values(tmp_path):
             assert t.loc[i, m] == f"{mean:.2f} ± {std:.2f}"
     with pytest.raises(ConfigError):
         S.temperature_sweep(base.replace(method="hl"), [1.0])
+
+
+def test_tables_show_both_eces_and_old_results_without_ece_at_T1():
+    res = pd.DataFrame({"label": ["hl", "hl", "colam", "colam"], "T": [1.0, 1.0, 1.5, 1.5], "seed": [0, 1, 0, 1],
+                        "test_acc": [0.90, 0.92, 0.93, 0.94], "test_ece": [0.02, 0.03, 0.10, 0.12],
+                        "test_ece_T1": [0.02, 0.03, np.nan, 0.05]})  # colam_s0 was written before test_ece_T1
+    t = S.methods_table(res, scale=100, decimals=2)
+    assert t["mean ± std"].tolist() == ["91.00 ± 1.41", "93.50 ± 0.71"]
+    assert t["test_ece"].tolist() == ["2.50 ± 0.71", "11.00 ± 1.41"]
+    assert t["test_ece_T1"].tolist() == ["2.50 ± 0.71", "5.00"] and t["test_ece_T1_mean"].tolist() == [2.5, 5.0]
+    tt = S.labelled(S.temperature_table(res, scale=100, decimals=2))
+    assert tt["ECE softmax(z/T)"].tolist() == ["2.50 ± 0.71", "11.00 ± 1.41"]
+    assert tt["ECE softmax(z)"].tolist() == ["2.50 ± 0.71", "5.00"]
+    # results of runs that all predate test_ece_T1 (no column at all): the column is there, empty, not an error
+    old = res.drop(columns="test_ece_T1")
+    for table in (S.methods_table(old), S.temperature_table(old)):
+        assert table["test_ece_T1"].tolist() == ["-", "-"] and table["test_ece_T1_mean"].isna().all()
+        assert table["test_ece"].tolist()[0] == "0.0250 ± 0.0071"
+    with pytest.raises(KeyError):  # other missing metrics still say so
+        S.temperature_table(res, metrics=["test_acc", "nope"])
+    assert list(S.methods_table(res, also=()).columns) == ["label", "mean", "std", "n", "mean ± std"]
+
+
+def test_evidence_report_labels_both_eces():
+    from colam_core.sweeps import evidence as E
+    table = pd.DataFrame([{"setting": "COLAM (short)", "seeds": 3, "acc_mean": 0.9, "acc_std": 0.01, "diff_mean": 0.01,
+                           "diff_low": -0.01, "diff_high": 0.03, "wins": 2, "paired": 3, "ece_T": 0.143, "ece_1": 0.072,
+                           "min_class_acc": 0.5, "erased_per_run": 0.0, "erased_acc": np.nan, "erasures_any": 0,
+                           "own_mass_last": 0.8, "template_ratio": np.nan}])
+    header, _, row = E.summary_markdown(table).splitlines()
+    cells = dict(zip([h.strip() for h in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["ECE softmax(z/T)"] == "0.143" and cells["ECE softmax(z)"] == "0.072"
 
 
 def test_methods_seeds_table_hand_values(tmp_path):
@@ -294,6 +332,11 @@ def test_methods_seeds_table_hand_values(tmp_path):
         assert t.loc[i, "mean"] == pytest.approx(statistics.mean(vals))
         assert t.loc[i, "std"] == pytest.approx(statistics.stdev(vals))
         assert t.loc[i, "mean ± std"] == f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+        for m in ("test_ece", "test_ece_T1"):  # calibration both ways beside accuracy
+            vals = [100 * load_run(tmp_path / "tab" / f"{label}_s{s}").summary[m] for s in (0, 1)]
+            assert t.loc[i, f"{m}_mean"] == pytest.approx(statistics.mean(vals))
+            assert t.loc[i, m] == f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+    assert {"ECE softmax(z/T)", "ECE softmax(z)"} <= set(S.labelled(t).columns)
     # unfinished runs do not count
     partial = S.Sweep(tmp_path / "tab", cfgs).results()
     tp = S.methods_table(partial)

@@ -62,7 +62,8 @@ def computed_numbers(runs, classes):
         for col, fmt in (("d(a,b)", ".3f"), ("d(a,c)", ".3f"), ("d(a,c) / d(a,b)", ".2f")):
             spread(st.loc[[key], col], fmt)
     for key in res.index.unique():
-        for col, fmt in (("test_acc", ".4f"), ("test_ece", ".4f"), ("final own-class mass", ".2f")):
+        for col, fmt in (("test_acc", ".4f"), ("ECE softmax(z/T)", ".4f"), ("ECE softmax(z)", ".4f"),
+                         ("final own-class mass", ".2f")):
             if res.loc[[key], col].notna().any():
                 spread(res.loc[[key], col].dropna(), fmt)
 
@@ -91,6 +92,35 @@ def test_explain_states_only_computed_numbers(seeded_runs, seeds):
         assert "one seed cannot support or refute" in text
     else:
         assert "Over 2 seeds" in text and "(2 seeds)" in text
+
+
+class OldSummary:
+    """A run whose summary.json was written before test_ece_T1 existed (everything else is the run's)."""
+
+    def __init__(self, run):
+        self._run = run
+        self.summary = {k: v for k, v in run.summary.items() if k != "test_ece_T1"}
+
+    def __getattr__(self, name):
+        return getattr(self._run, name)
+
+
+def test_results_summary_and_explain_show_ece_both_ways(seeded_runs):
+    res = teaching.results_summary(seeded_runs)
+    assert {"ECE softmax(z/T)", "ECE softmax(z)"} <= set(res.columns) and "test_ece" not in res.columns
+    for name, group in seeded_runs.items():
+        rows = res.loc[[name]].set_index("seed")
+        for run in group:
+            assert rows.loc[run.config["seed"], "ECE softmax(z/T)"] == run.summary["test_ece"]
+            assert rows.loc[run.config["seed"], "ECE softmax(z)"] == run.summary["test_ece_T1"]
+    one = {k: v[:1] for k, v in seeded_runs.items()}
+    text = teaching.explain(one, (0, 1, 2))
+    s = one["COLAM"][0].summary
+    assert f"ECE softmax(z/T) {s['test_ece']:.4f}, ECE softmax(z) {s['test_ece_T1']:.4f}" in text
+    # a run written before test_ece_T1 existed: NaN in the table, n/a in the text, no error
+    one["COLAM"] = [OldSummary(one["COLAM"][0])]
+    assert np.isnan(teaching.results_summary(one).loc["COLAM", "ECE softmax(z)"])
+    assert f"ECE softmax(z/T) {s['test_ece']:.4f}, ECE softmax(z) n/a" in teaching.explain(one, (0, 1, 2))
 
 
 def test_explain_says_when_ls_is_not_equidistant_and_names_erased_classes(seeded_runs, monkeypatch):

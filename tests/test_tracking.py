@@ -41,6 +41,7 @@ def test_tensorboard_event_files_hold_every_epoch(tmp_path):
     assert {"train_loss", "lr", "soft_labels/own_mass_mean", "final/test_acc", "final/test_ece"} <= set(
         acc.Tags()["scalars"])
     assert acc.Scalars("final/test_ece")[0].value == pytest.approx(summary["test_ece"])
+    assert acc.Scalars("final/test_ece_T1")[0].value == pytest.approx(summary["test_ece_T1"])  # both ways
     assert [e.step for e in acc.Images("soft_labels")] == [1]  # one update: the end of stage 1
     assert "config" in " ".join(acc.Tags()["tensors"])  # config.json as text
     plugins = acc.PluginTagToContent("hparams")
@@ -160,6 +161,13 @@ def test_tracking_options_stay_outside_the_fingerprint():
     assert Config(log="tensorboard").fingerprint() == Config().fingerprint()
     assert Config(log="none").trackers == () and Config(log="TensorBoard, mlflow").trackers == ("tensorboard",
                                                                                                "mlflow")
+
+
+def test_final_metrics_report_calibration_both_ways_and_skip_what_an_old_summary_lacks():
+    from colam_core.tracking import final_metrics
+    assert final_metrics({"test_acc": 0.9, "test_ece": 0.05, "test_ece_T1": 0.03}) == {
+        "final/test_acc": 0.9, "final/test_ece": 0.05, "final/test_ece_T1": 0.03}
+    assert final_metrics({"test_acc": 0.9, "test_ece": 0.05}) == {"final/test_acc": 0.9, "final/test_ece": 0.05}
 
 
 def test_soft_label_image():

@@ -319,9 +319,28 @@ def test_tables_and_sweep_figures():
     hm = figures.sweep_heatmap(grid)
     np.testing.assert_allclose(arr(hm.data[0].z), grid.to_numpy(dtype=float))
     assert list(hm.data[0].x) == ["1", "all"] and hm.data[0].text[1][1] == ""
-    tt = temperature_table(results[results["test_acc"].notna()])
+    tt = temperature_table(results[results["test_acc"].notna()])  # results without test_ece_T1 (older runs)
     tc = figures.temperature_curve(tt)
-    assert len(tc.data) == 2 and list(tc.data[0].x) == [1.0, 1.5, 2.0]
+    assert len(tc.data) == 3 and list(tc.data[0].x) == [1.0, 1.5, 2.0]
+    assert [t.name for t in tc.data] == ["test_acc", "ECE softmax(z/T)", "ECE softmax(z) (n/a)"]
+    # calibration both ways: one panel, two labelled lines with the table's means and stds
+    both = results.assign(test_ece_T1=[0.06, 0.04, 0.05, 0.03])
+    tt = temperature_table(both[both["test_acc"].notna()])
+    tc = figures.temperature_curve(tt)
+    assert [a.text for a in tc.layout.annotations] == ["test_acc", "calibration (ECE)"]
+    (acc, ece, ece1) = tc.data
+    assert (ece.name, ece1.name) == ("ECE softmax(z/T)", "ECE softmax(z)") and ece.xaxis == ece1.xaxis == "x2"
+    np.testing.assert_allclose(arr(ece.y), tt["test_ece_mean"])
+    np.testing.assert_allclose(arr(ece1.y), [0.06, 0.04, 0.05])
+    assert ece1.showlegend and ece.showlegend and not acc.showlegend and tc.layout.showlegend
+    rt = figures.results_table(both.assign(method=["hl", "hl", "colam", "colam"], seed=[0, 1, 0, 1]))
+    assert plain(rt.data[0].header.values)[1:] == [f"{m} · {c}" for m in ("test_acc", "ECE softmax(z/T)", "ECE softmax(z)")
+                                                   for c in ("seed 0", "seed 1", "mean ± std", "n")]
+    assert list(rt.data[0].cells.values[9]) == ["0.0600", "0.0500"]  # ECE softmax(z), seed 0: hl, colam
+    old = figures.results_table([dict(method="hl", seed=0, test_acc=0.9, test_ece=0.05)])  # no test_ece_T1
+    assert plain(old.data[0].header.values) == ["method", "test_acc · seed 0", "ECE softmax(z/T) · seed 0",
+                                                 "ECE softmax(z) · seed 0"]
+    assert [list(v) for v in old.data[0].cells.values[2:]] == [["0.0500"], ["-"]]
 
     adt, adc = d1, d2
     ah = figures.adt_adc_heatmaps(adt, adc)
@@ -334,10 +353,15 @@ def test_reliability_diagram_single_and_overlay():
     bins = analysis.reliability_bins(p, y, n_bins=5)
     one = figures.reliability_diagram({"bins": bins, "ece": 0.2})
     used = bins[bins["count"] > 0]
-    assert one.data[0].type == "bar" and one.data[0].name == "accuracy (ECE 0.200)"
+    assert one.data[0].type == "bar" and one.data[0].name == "accuracy (ECE softmax(z/T) 0.200)"
     np.testing.assert_allclose(arr(one.data[0].y), used["accuracy"].to_numpy())
     two = figures.reliability_diagram({"LS": bins, "COLAM": {"bins": bins, "ece": 0.1}})
-    assert [t.type for t in two.data] == ["scatter"] * 3 and two.data[1].name == "COLAM (ECE 0.100)"
+    assert [t.type for t in two.data] == ["scatter"] * 3 and two.data[1].name == "COLAM (ECE softmax(z/T) 0.100)"
+    # a calibration_for_run dict: both ECEs, labelled; at T = 1 the two are one number, of softmax(z)
+    both = figures.reliability_diagram({"COLAM": {"bins": bins, "ece": 0.1, "ece_T1": 0.08, "temperature": 1.5},
+                                        "HL": {"bins": bins, "ece": 0.05, "ece_T1": 0.05, "temperature": 1.0}})
+    assert [t.name for t in both.data[:2]] == ["COLAM (ECE softmax(z/T) 0.100 at T=1.5, ECE softmax(z) 0.080)",
+                                               "HL (ECE softmax(z) 0.050)"]
 
 
 def test_sync_figure_makes_a_view_equal_to_any_new_figure():
@@ -512,6 +536,10 @@ def test_run_comparison_overlays_selected_runs(tiny_runs):
     cells = figs["results"].data[0].cells.values
     assert list(cells[0]) == ["hl", "ls", "colam"]
     assert list(cells[1]) == [f"{r.summary['test_acc']:.4f}" for r in runs]
+    # calibration both ways, labelled, with each summary's numbers
+    assert plain(figs["results"].data[0].header.values)[2:] == ["ECE softmax(z/T) · seed 0", "ECE softmax(z) · seed 0"]
+    assert list(cells[2]) == [f"{r.summary['test_ece']:.4f}" for r in runs]
+    assert list(cells[3]) == [f"{r.summary['test_ece_T1']:.4f}" for r in runs]
     dist = figs["template_distances"].data[0].cells.values
     ref = analysis.template_distances_for_run(tiny_runs["ls"], classes=[0, 1, 2])
     names = runs[0].class_names
@@ -565,6 +593,19 @@ def test_slow_work_shows_a_busy_line_and_disables_the_controls(tiny_runs, monkey
                         lambda *a, **kw: seen.append((c.busy.value, c.class_picker.disabled)) or real_td(*a, **kw))
     c.class_picker.value = (0, 3)
     assert "computing template distances of 2 run(s)" in seen[-1][0] and seen[-1][1] and c.busy.value == ""
+
+
+def test_run_comparison_shows_a_run_written_before_ece_at_T1(tiny_runs, tmp_path):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(tiny_runs["hl"].path, old)
+    s = json.loads((old / "summary.json").read_text())
+    del s["test_ece_T1"]
+    (old / "summary.json").write_text(json.dumps(s))
+    c = RunComparison({"old": load_run(old), "new": tiny_runs["ls"]}, mode="interactive")
+    cells = c.figures()["results"].data[0].cells.values
+    assert list(cells[2]) == [f"{s['test_ece']:.4f}", f"{tiny_runs['ls'].summary['test_ece']:.4f}"]
+    assert list(cells[3]) == ["-", f"{tiny_runs['ls'].summary['test_ece_T1']:.4f}"]
 
 
 def test_run_comparison_opens_a_folder_of_runs_and_groups_by_method(tiny_runs):
@@ -622,6 +663,9 @@ def test_stage_stepper_runs_a_stage_on_a_worker_thread(tmp_path):
         s.all_button.click()
         assert s.wait(60) and s.trainer.done
         assert s.next_button.disabled and s.all_button.disabled and "Finished all 2 stages" in s.status.value
+        done = s.trainer.summary
+        assert (f"ECE softmax(z/T) {done['test_ece']:.4f}, ECE softmax(z) {done['test_ece_T1']:.4f}"
+                in s.status.value)
         assert s.progress.value == s.progress.max == 4 * 8
         assert len(s.figures()["curves"].layout.shapes) == 2
     finally:
@@ -698,6 +742,7 @@ def test_stage_stepper_shows_an_exception_in_training(tmp_path, monkeypatch):
         assert s.wait(30)
         assert isinstance(s.error, RuntimeError)
         assert "RuntimeError: the data went away" in s.error_area.value and "Failed" in s.status.value
+        assert "Traceback (most recent call last)" in s.error_area.value  # not ours: a bug, shown with its frames
         assert not s.next_button.disabled and s.stop_button.disabled
     finally:
         s.close()
@@ -723,6 +768,7 @@ def test_a_closed_stage_stepper_never_trains_again(tmp_path):
     with pytest.raises(RunError, match="was closed"):  # static mode: shown and raised, as any failure
         s.run_all()
     assert "was closed" in s.error_area.value and s.trainer.epoch == 2
+    assert "Traceback" not in s.error_area.value  # our own error: its one line, not a traceback
     other.close()
     assert (tmp_path / "r" / "summary.json").read_bytes() == summary and len(load_run(tmp_path / "r").history) == 4
 

@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from colam_core import analysis
-from colam_core.metrics import erasures
+from colam_core.metrics import ECE_LABELS, erasures, metric_label
 
 __all__ = [
     "learning_curves",
@@ -705,13 +705,14 @@ def adt_adc_heatmaps(adt: pd.DataFrame, adc: pd.DataFrame, title: str | None = N
     return _base_layout(fig, title, height)
 
 
-def _calibrations(cal: Any) -> dict[str, tuple[pd.DataFrame, float | None]]:
-    """label -> (bins, ece or None) from bins, a calibration dict, or a mapping of either."""
+def _calibrations(cal: Any) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """label -> (bins, calibration numbers: ece, ece_T1, temperature where given) from bins, a calibration dict,
+    or a mapping of either."""
     def one(v):
         if isinstance(v, pd.DataFrame):
-            return v, None
+            return v, {}
         if isinstance(v, Mapping) and "bins" in v:
-            return v["bins"], v.get("ece")
+            return v["bins"], {k: v.get(k) for k in ("ece", "ece_T1", "temperature")}
         raise TypeError("expected a reliability_bins DataFrame or a calibration_for_run dict; "
                         f"got {type(v).__name__}")
     if isinstance(cal, pd.DataFrame) or (isinstance(cal, Mapping) and "bins" in cal):
@@ -719,20 +720,37 @@ def _calibrations(cal: Any) -> dict[str, tuple[pd.DataFrame, float | None]]:
     return {str(k): one(v) for k, v in cal.items()}
 
 
+def _ece_legend(numbers: Mapping) -> str:
+    """``ECE softmax(z/T) 0.100 at T=1.5, ECE softmax(z) 0.080``: the ECEs a calibration dict holds, labelled
+    (``ece`` is of softmax(z / T), ``ece_T1`` of softmax(z); with T = 1 they are one number, of softmax(z))."""
+    ece, ece1, T = numbers.get("ece"), numbers.get("ece_T1"), numbers.get("temperature")
+    if T is not None and float(T) == 1.0 and ece is not None:
+        ece, ece1 = None, ece
+    parts = []
+    if ece is not None:
+        parts.append(f"{ECE_LABELS['test_ece']} {ece:.3f}" + (f" at T={float(T):g}" if T is not None else ""))
+    if ece1 is not None:
+        parts.append(f"{ECE_LABELS['test_ece_T1']} {ece1:.3f}")
+    return ", ".join(parts)
+
+
 def reliability_diagram(calibration: Any, title: str | None = None, height: int = 380) -> go.Figure:
     """Reliability diagram: accuracy against confidence per bin, with the diagonal of perfect calibration.
 
     ``calibration``: ``analysis.reliability_bins(...)``, an
-    ``analysis.calibration_for_run(...)`` dict (its ECE goes into the
-    legend), or ``{label: either}`` to overlay runs. One run: bars per bin
-    (width = bin width); several: one line per run. Empty bins are left out.
+    ``analysis.calibration_for_run(...)`` dict (its ECEs go into the
+    legend, labelled: ``ECE softmax(z/T)`` of the binned probabilities,
+    ``ECE softmax(z)`` of the logits at T = 1), or ``{label: either}`` to
+    overlay runs. One run: bars per bin (width = bin width); several: one
+    line per run. Empty bins are left out.
     """
     items = _calibrations(calibration)
     fig = _new()
     single = len(items) == 1
-    for i, (label, (bins, ece)) in enumerate(items.items()):
+    for i, (label, (bins, numbers)) in enumerate(items.items()):
         b = bins[bins["count"] > 0]
-        name = (label or "accuracy") + (f" (ECE {ece:.3f})" if ece is not None else "")
+        eces = _ece_legend(numbers)
+        name = (label or "accuracy") + (f" ({eces})" if eces else "")
         if single:
             fig.add_trace(go.Bar(
                 x=((b["bin_lower"] + b["bin_upper"]) / 2).to_numpy(), y=b["accuracy"].to_numpy(),
@@ -784,45 +802,70 @@ def sweep_heatmap(grid: pd.DataFrame, text: pd.DataFrame | None = None, value: s
     return _base_layout(fig, title, height)
 
 
-def temperature_curve(table: pd.DataFrame, metrics: Sequence[str] = ("test_acc", "test_ece"), by: str = "T",
+def temperature_curve(table: pd.DataFrame, metrics: Sequence[str] = ("test_acc", *ECE_LABELS), by: str = "T",
                       title: str | None = None, height: int = 340) -> go.Figure:
     """Metrics against temperature with ± std error bars (paper Fig. 4b), from ``sweeps.temperature_table``.
 
-    One panel per metric; ``{metric}_mean`` and ``{metric}_std`` columns are
-    read (std is NaN, so no bar, for a single seed).
+    One panel per metric, except calibration: the two ECEs (``test_ece`` of
+    softmax(z / T), ``test_ece_T1`` of softmax(z)) share one panel as two
+    lines named ``ECE softmax(z/T)`` and ``ECE softmax(z)`` in the legend.
+    ``{metric}_mean`` and ``{metric}_std`` columns are read (std is NaN, so
+    no bar, for a single seed); a metric with no value at all (``test_ece_T1``
+    of runs written before it existed) is a line without points marked n/a.
     """
-    metrics = [m for m in metrics if f"{m}_mean" in table.columns]
+    wanted = list(metrics)
+    metrics = [m for m in wanted if f"{m}_mean" in table.columns]
     if not metrics:
-        raise ValueError(f"table has no *_mean column for {list(metrics)}; pass sweeps.temperature_table(...)")
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.12,
-                        figure=_new())
+        raise ValueError(f"table has no *_mean column for {wanted}; pass sweeps.temperature_table(...)")
+    panels: list[list[str]] = []
+    for m in metrics:
+        shared = next((p for p in panels if m in ECE_LABELS and p[0] in ECE_LABELS), None)
+        if shared is not None:
+            shared.append(m)
+        else:
+            panels.append([m])
+    titles = ["calibration (ECE)" if len(p) > 1 else metric_label(p[0]) for p in panels]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.12, figure=_new())
     x = table[by].to_numpy(dtype=float)
-    for i, m in enumerate(metrics, start=1):
-        std = table[f"{m}_std"].to_numpy(dtype=float) if f"{m}_std" in table.columns else None
-        fig.add_trace(go.Scatter(
-            x=x, y=table[f"{m}_mean"].to_numpy(dtype=float), mode="lines+markers", name=m,
-            line=dict(color=PALETTE[i - 1]),
-            error_y=dict(type="data", array=std, visible=True) if std is not None else None,
-            hovertemplate=f"{by} %{{x}}<br>{m} %{{y:.4f}}<extra></extra>",
-        ), row=1, col=i)
+    k = 0
+    for i, panel in enumerate(panels, start=1):
+        for m in panel:
+            y = table[f"{m}_mean"].to_numpy(dtype=float)
+            std = table[f"{m}_std"].to_numpy(dtype=float) if f"{m}_std" in table.columns else None
+            label = metric_label(m)
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", name=label + ("" if np.isfinite(y).any() else " (n/a)"),
+                line=dict(color=PALETTE[k % len(PALETTE)]), showlegend=len(panel) > 1,
+                error_y=dict(type="data", array=std, visible=True) if std is not None else None,
+                hovertemplate=f"{by} %{{x}}<br>{label} %{{y:.4f}}<extra></extra>",
+            ), row=1, col=i)
+            k += 1
         fig.update_xaxes(title_text=by, row=1, col=i)
-    return _base_layout(fig, title, height, showlegend=False)
+    return _base_layout(fig, title, height, showlegend=any(len(p) > 1 for p in panels))
 
 
-def results_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, metrics: Sequence[str] = ("test_acc",),
+def results_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, metrics: Sequence[str] | None = None,
                   by: str = "method", seed: str = "seed", scale: float = 1.0, decimals: int = 4,
                   title: str | None = None) -> go.Figure:
     """Methods x seeds: one row per ``by`` value, one column per seed and metric, then mean ± std.
 
     ``rows``: one dict per finished run (``dict(method="colam", seed=0,
-    test_acc=0.77, test_ece=0.05)``), e.g. ``Sweep.results()``. The mean ± std
-    column is ``analysis.results_table``'s (sample std over seeds), left out
-    when no group has more than one run; a seed cell holding several runs
-    lists them all.
+    test_acc=0.77, test_ece=0.05, test_ece_T1=0.04)``), e.g. ``Sweep.results()``.
+    ``metrics`` defaults to ``test_acc``, and calibration both ways (``test_ece``
+    and ``test_ece_T1``, headed ``ECE softmax(z/T)`` and ``ECE softmax(z)``)
+    when the rows hold either; a run without one (written before
+    ``test_ece_T1`` existed) shows ``-``. The mean ± std column is
+    ``analysis.results_table``'s (sample std over seeds), left out when no
+    group has more than one run; a seed cell holding several runs lists them all.
     """
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if not len(df):
         return message("no finished runs")
+    if metrics is None:
+        metrics = ("test_acc", *ECE_LABELS) if any(m in df.columns for m in ECE_LABELS) else ("test_acc",)
+    for m in metrics:
+        if m in ECE_LABELS and m not in df.columns:
+            df[m] = float("nan")
     if seed not in df.columns:
         df[seed] = 0
     groups = list(dict.fromkeys(df[by].tolist()))
@@ -831,12 +874,13 @@ def results_table(rows: Sequence[Mapping[str, Any]] | pd.DataFrame, metrics: Seq
     for m in metrics:
         agg = analysis.results_table(df, metric=m, by=by, scale=scale, decimals=decimals).set_index(by)
         values = pd.to_numeric(df[m], errors="coerce") * float(scale)
+        name = metric_label(m)
         for s in seeds:
-            header.append(f"{m} · seed {s}")
+            header.append(f"{name} · seed {s}")
             columns.append([", ".join(_fmt(v, decimals) for v in values[(df[by] == g) & (df[seed] == s)]) or "-"
                             for g in groups])
         if (agg["n"] > 1).any():  # with one seed per group the mean would only repeat the seed column
-            header += [f"{m} · mean ± std", f"{m} · n"]
+            header += [f"{name} · mean ± std", f"{name} · n"]
             columns += [[agg.loc[g, "mean ± std"] for g in groups], [int(agg.loc[g, "n"]) for g in groups]]
     several = (df.groupby(by)[seed].nunique() > 1).any()
     default = "Results (mean ± std over seeds)" if several else "Results (one seed per row: no spread to show)"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from colam_core import analysis
+from colam_core.metrics import ECE_LABELS
 
 #: |ratio - 1| up to this counts as "equidistant" (the templates of a, b and c about equally far apart)
 EQUIDISTANT = 0.1
@@ -66,7 +67,9 @@ def structure_table(runs: Mapping[str, Any], classes: Sequence[int]) -> pd.DataF
 
 
 def results_summary(runs: Mapping[str, Any]) -> pd.DataFrame:
-    """Test accuracy, calibration (ECE), final own-class mass and erased classes of each run and seed."""
+    """Test accuracy, calibration both ways (columns ``ECE softmax(z/T)``, T the method's output temperature, and
+    ``ECE softmax(z)``; NaN where an older summary lacks it), final own-class mass and erased classes of each run
+    and seed."""
     rows = []
     for name, group in _seeded(runs).items():
         for run in group:
@@ -74,11 +77,16 @@ def results_summary(runs: Mapping[str, Any]) -> pd.DataFrame:
             own = s.get("soft_label_own_mass") or {}
             gone = analysis.erasures_by_stage(analysis.soft_labels_by_stage(run), run.class_names)
             rows.append({"run": name, "seed": _seed(run), "method": run.config["method"],
-                         "test_acc": s.get("test_acc"), "test_ece": s.get("test_ece"),
+                         "test_acc": s.get("test_acc"),
+                         **{label: _number(s.get(key)) for key, label in ECE_LABELS.items()},
                          "final own-class mass": (list(own.values())[-1] if own else np.nan),
                          "erased classes": ", ".join(f"{r.class_name} → {r.taken_by_name} ({r.stage})"
                                                      for r in gone.itertuples())})
     return pd.DataFrame(rows).set_index("run")
+
+
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else np.nan
 
 
 def _spread(values: Sequence[float], fmt: str) -> str:
@@ -156,8 +164,9 @@ def explain(runs: Mapping[str, Any], classes: Sequence[int], hl: str = "HL", ls:
         if r["test_acc"].isna().all():
             continue
         own = r["final own-class mass"].dropna()
-        lines.append(f"- **{key}**: test accuracy {_spread(r['test_acc'], '.4f')}, expected calibration error "
-                     f"{_spread(r['test_ece'], '.4f')}"
+        eces = ", ".join(f"{label} " + (_spread(r[label].dropna(), ".4f") if r[label].notna().any() else "n/a")
+                         for label in ECE_LABELS.values())
+        lines.append(f"- **{key}**: test accuracy {_spread(r['test_acc'], '.4f')}, expected calibration error: {eces}"
                      + (f", final soft labels keep {_spread(own, '.2f')} of their mass on the class itself"
                         if len(own) else "") + ".")
     if hl in res.index and colam in res.index:

@@ -34,7 +34,8 @@ import torch
 from IPython.display import HTML, display
 
 from colam_core import Config, analysis, load_run
-from colam_core.metrics import erasures
+from colam_core.metrics import ECE_LABELS, ece_text, erasures
+from colam_core.errors import USER_ERRORS
 from colam_core.runs import HISTORY_COLUMNS, RunError
 
 from . import figures
@@ -342,7 +343,9 @@ class StageStepper(_Widget):
             fn()
         except BaseException as e:  # shown in the widget; re-raised where a caller is waiting (static mode)
             self.error = e
-            self.error_area.value = _error_html("Training failed:\n" + traceback.format_exc())
+            # our own errors name the bad value and what to do: one line; anything else: the traceback (a bug)
+            detail = f"{type(e).__name__}: {e}" if isinstance(e, USER_ERRORS) else traceback.format_exc()
+            self.error_area.value = _error_html("Training failed:\n" + detail)
             self._set_status(f"Failed: {type(e).__name__}: {e}")
             if not self.interactive:
                 raise
@@ -405,10 +408,8 @@ class StageStepper(_Widget):
         t = self.trainer
         if t.done:
             s = t.summary or {}
-            acc, ece, ece1 = s.get("test_acc"), s.get("test_ece"), s.get("test_ece_T1")
-            nums = (f": test accuracy {acc:.4f}, ECE {ece:.4f} of softmax(z/T)"
-                    if acc is not None and ece is not None else "")
-            nums += f", {ece1:.4f} of softmax(z)" if nums and ece1 is not None else ""
+            acc = s.get("test_acc")
+            nums = f": test accuracy {acc:.4f}, {ece_text(s)}" if isinstance(acc, (int, float)) else ""
             return f"Finished all {t.num_stages} stages{nums} ({t.out})"
         return f"Next: stage {t.current_stage} of {t.num_stages} ({t.epoch} of {t.total_epochs} epochs done; {t.out})"
 
@@ -791,15 +792,17 @@ class RunComparison(_Widget):
     first three).
 
     Figures: ``curves`` (learning curves overlaid), ``results`` (test
-    accuracy and ECE from each run's summary, one row per run, or per method
-    with mean ± std over seeds when ``group_by="method"``), and
+    accuracy and ECE both ways, ``ECE softmax(z/T)`` and ``ECE softmax(z)``,
+    from each run's summary, ``-`` where an older summary lacks one; one row
+    per run, or per method with mean ± std over seeds when
+    ``group_by="method"``), and
     ``template_distances`` (normalized template distances of the latest
     models, one row per class pair and one column per run; runs over other
     classes, or without a checkpoint, are left out and named in ``note``).
     """
 
     def __init__(self, runs: Any, classes: Sequence[int] | None = None, group_by: str = "run",
-                 metrics: Sequence[str] = ("test_acc", "test_ece"), *, mode: str | None = None):
+                 metrics: Sequence[str] = ("test_acc", *ECE_LABELS), *, mode: str | None = None):
         super().__init__(mode)
         if group_by not in ("run", "method"):
             raise ValueError(f"group_by must be 'run' or 'method'; got {group_by!r}")

@@ -24,6 +24,16 @@ def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> pd.DataFrame:
     return pd.DataFrame(_metrics.reliability_bins(probs, labels, n_bins))
 
 
+def _logits_labels(run: Any, stage: int | str | None, split: str, batch_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    model = run.model(_stage_number(stage))
+    x, y = run.data(split)
+    return torch.from_numpy(logits(model, x, batch_size=batch_size)).double(), _np(y, dtype=np.int64).ravel()
+
+
+def _temperature(run: Any, temperature: float | None) -> float:
+    return float(getattr(run, "output_temperature", 1.0) or 1.0) if temperature is None else float(temperature)
+
+
 def predict_probs(run: Any, stage: int | str | None = None, split: str = "test",
                   temperature: float | None = None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(probs (N, C), labels (N,)) of a run's model on ``split``.
@@ -31,22 +41,27 @@ def predict_probs(run: Any, stage: int | str | None = None, split: str = "test",
     ``probs = softmax(logits / temperature)``; ``temperature`` defaults to
     ``run.output_temperature`` (the T of the training loss; 1 when absent).
     """
-    if temperature is None:
-        temperature = float(getattr(run, "output_temperature", 1.0) or 1.0)
-    model = run.model(_stage_number(stage))
-    x, y = run.data(split)
-    z = torch.from_numpy(logits(model, x, batch_size=batch_size)).double() / float(temperature)
-    return torch.softmax(z, dim=1).numpy(), _np(y, dtype=np.int64).ravel()
+    z, y = _logits_labels(run, stage, split, batch_size)
+    return torch.softmax(z / _temperature(run, temperature), dim=1).numpy(), y
 
 
 def calibration_for_run(run: Any, stage: int | str | None = None, split: str = "test", n_bins: int = 15,
                         temperature: float | None = None) -> dict[str, Any]:
-    """Accuracy, ECE, NLL and reliability bins of a run's model (see ``predict_probs``)."""
-    p, y = predict_probs(run, stage, split, temperature)
+    """Accuracy, ECE, NLL and reliability bins of a run's model, calibration both ways.
+
+    ``accuracy``, ``ece``, ``nll`` and ``bins`` are of softmax(z / T) (``T``: ``temperature``, by default
+    ``run.output_temperature``, as ``predict_probs``; returned as ``temperature``), ``ece_T1`` is the ECE of
+    softmax(z). For T = 1 the two ECEs are the same number.
+    """
+    T = _temperature(run, temperature)
+    z, y = _logits_labels(run, stage, split, 512)
+    p = torch.softmax(z / T, dim=1).numpy()
     nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None))))
     return {
         "accuracy": float(np.mean(p.argmax(axis=1) == y)),
         "ece": expected_calibration_error(p, y, n_bins),
+        "ece_T1": expected_calibration_error(torch.softmax(z, dim=1).numpy(), y, n_bins),
+        "temperature": T,
         "nll": nll,
         "bins": reliability_bins(p, y, n_bins),
     }

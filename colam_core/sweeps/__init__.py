@@ -30,7 +30,9 @@ Builders return ``{name: Config}`` dicts that can be merged (``{**a, **b}``):
 
 Tables (pure functions of ``Sweep.results()``): ``grid_table`` (a pivot),
 ``temperature_table`` and ``methods_table`` (mean ± std over seeds, like the
-paper's tables; built on ``analysis.results_table``).
+paper's tables; built on ``analysis.results_table``). The last two show calibration both ways next to
+accuracy: ``test_ece`` (ECE of softmax(z / T), T the method's output temperature) and ``test_ece_T1`` (ECE of
+softmax(z)); ``labelled(table)`` names those columns ``ECE softmax(z/T)`` and ``ECE softmax(z)``.
 
 ``expected_accuracy(run)`` reproduces the paper's Fig. 1b: for every soft-label
 update ``K`` of a COLAM run, a fresh model is trained from scratch on the
@@ -54,7 +56,7 @@ same ``Trainer`` as a single run (its events reach the ``listeners`` given to
 | `naming.py` | `check_name`, names derived from the options that differ, config coercion, `CORE_PARAMS`, `METRICS` |
 | `sweep.py` | `Sweep`: validation, folder checks, run states, the run loop, `results` |
 | `grids.py` | `interval_peers_grid`, `temperature_sweep`, `methods_seeds` |
-| `tables.py` | `grid_table`, `temperature_table`, `methods_table` |
+| `tables.py` | `grid_table`, `temperature_table`, `methods_table`, `labelled` (the ECE columns' labels) |
 | `expected.py` | `expected_accuracy` (Fig. 1b), a `Sweep` of method=fixed runs; `expected_configs`, `expected_table` |
 | `spec.py` | YAML sweep specs: `load_spec`, `expand` (validated entries, stable names, dependencies), `write_plan` |
 | `claims.py` | one `flock` claim per entry (held while it trains, freed when the process ends), failure records |
@@ -72,7 +74,7 @@ from .grids import interval_peers_grid, methods_seeds, temperature_sweep
 from .naming import CORE_PARAMS, METRICS, check_name
 from .spec import expand, load_spec, presets, write_plan
 from .sweep import Sweep
-from .tables import grid_table, methods_table, temperature_table
+from .tables import ECE_METRICS, grid_table, labelled, methods_table, temperature_table
 
 __all__ = [
     "Sweep",
@@ -82,6 +84,8 @@ __all__ = [
     "grid_table",
     "temperature_table",
     "methods_table",
+    "labelled",
+    "ECE_METRICS",
     "expected_accuracy",
     "Campaign",
     "load_spec",

@@ -29,7 +29,7 @@ from .claims import Claim, clear_failure, holder, read_failure, record_failure
 from .expected import expected_table
 from .spec import TABLES
 from .sweep import SWEEP_FILE, Sweep
-from .tables import grid_table, methods_table, temperature_table
+from .tables import ECE_METRICS, grid_table, methods_table, temperature_table, with_metrics
 
 STATES = ("done", "running", "pending", "failed")
 _OPTIONS = {f.name for f in fields(Config)}
@@ -249,7 +249,10 @@ class Campaign:
               ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         """``(kind, long, display)``: the plan's table, or ``kind`` (``methods`` mean ± std over seeds in %,
         ``grid`` interval x peer samples, ``temperature``, ``expected``), one row per cell (``long``, with
-        ``paper`` and ``diff`` columns where the spec gives the paper's numbers) and as printed (``display``)."""
+        ``paper`` and ``diff`` columns where the spec gives the paper's numbers) and as printed (``display``).
+        Every kind carries calibration both ways (``ECE_METRICS``: ``test_ece`` of softmax(z / T),
+        ``test_ece_T1`` of softmax(z)); ``long`` has their ``{m}_mean``, ``{m}_std`` and ``{m}`` columns
+        (``tables.labelled`` names them for a reader), except the grid's ``display``, accuracy only."""
         res = self.results() if results is None else results
         kind = kind or self.plan.get("table") or "methods"
         if kind not in TABLES:
@@ -262,7 +265,9 @@ class Campaign:
             return kind, _with_paper(long, self.plan.get("paper"), ["T"], "test_acc_mean"), long
         if kind == "grid":
             by = ["interval", "peer_samples"]
-            long = _with_paper(results_table(res, by=by, scale=100, decimals=2), self.plan.get("paper"), by)
+            long = with_metrics(results_table(res, by=by, scale=100, decimals=2), res, ECE_METRICS, by,
+                                scale=100, decimals=2)
+            long = _with_paper(long, self.plan.get("paper"), by)
             return kind, long, grid_table(res, agg="mean ± std", scale=100, decimals=2)
         by = [c for c in ("dataset", "model", *self.variant_axes()) if c in res and res[c].nunique() > 1] + ["label"]
         long = _with_paper(methods_table(res, by=by, scale=100, decimals=2), self.plan.get("paper"), by)
@@ -286,7 +291,7 @@ class Campaign:
             t.insert(0, "parent", parent)
             parts.append(t)
         if not parts:
-            return pd.DataFrame(columns=["parent", "stage", "own_mass", "test_acc", "parent_test_acc"])
+            return pd.DataFrame(columns=["parent", "stage", "own_mass", "test_acc", *ECE_METRICS, "parent_test_acc"])
         return pd.concat(parts, ignore_index=True).drop(columns=["source", "run_dir"])
 
 

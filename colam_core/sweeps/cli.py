@@ -196,7 +196,7 @@ def cmd_results(args) -> int:
     res = sweep_results(Campaign(args.root), args.table)
     print(res.text)
     if args.csv:
-        res.long.to_csv(args.csv, index=False)
+        res.csv_table().to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if args.markdown:
         Path(args.markdown).write_text(res.markdown())

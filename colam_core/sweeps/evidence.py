@@ -21,7 +21,7 @@ import pandas as pd
 from ..analysis import predict_probs, template_distances_for_run
 from ..config import Config
 from ..errors import ConfigError
-from ..metrics import expected_calibration_error
+from ..metrics import ECE_LABELS, expected_calibration_error
 from ..runs import Run, stage_number
 from .naming import _tags
 from .sweep import Sweep
@@ -189,7 +189,8 @@ def summary_markdown(table: pd.DataFrame) -> str:
     t["beats HL"] = [f"{w}/{n}" for w, n in zip(t["wins"], t["paired"])]
     return markdown_table(t, {"setting": "setting", "seeds": "seeds", "acc": "test acc (mean ± std)",
                               "vs HL": "paired diff. to HL [95% CI]", "beats HL": "seeds > HL",
-                              "ece_T": "ECE at T", "ece_1": "ECE at T=1", "min_class_acc": "worst class acc",
+                              "ece_T": ECE_LABELS["test_ece"], "ece_1": ECE_LABELS["test_ece_T1"],
+                              "min_class_acc": "worst class acc",
                               "erased_per_run": "erased at last update / run", "erased_acc": "acc of erased",
                               "erasures_any": "erasures, all updates",
                               "own_mass_last": "own mass (last)", "template_ratio": "template ratio"})

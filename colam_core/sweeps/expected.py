@@ -41,7 +41,8 @@ def expected_accuracy(run: Run | str | Path, stages: Sequence[int | str] | None 
     Returns one row per stage, in stage order: stage (0 for hard labels),
     source (the ``fixed_targets`` spec, or ``"hard labels"``), own_mass (mean
     own-class mass of the target labels; 1 for hard labels), test_acc,
-    test_ece, best_test_acc, train_seconds (NaN until finished),
+    test_ece (ECE of softmax(z / T), T the run's), test_ece_T1 (ECE of softmax(z); NaN for runs written
+    before it existed), best_test_acc, train_seconds (NaN until finished),
     parent_test_acc (test accuracy of ``run`` itself at the end of stage K,
     where its history has it), run_dir, finished.
     """
@@ -102,8 +103,9 @@ def expected_table(parent: Run, configs: dict[str, Config], results: pd.DataFram
             h = hist[hist["stage"] == K] if len(hist) else hist
             parent_acc = float(h["test_acc"].iloc[-1]) if len(h) else float("nan")
         rows.append({"stage": K, "source": source, "own_mass": own, "test_acc": r["test_acc"],
-                     "test_ece": r["test_ece"], "best_test_acc": r["best_test_acc"],
+                     "test_ece": r["test_ece"], "test_ece_T1": r.get("test_ece_T1", float("nan")),
+                     "best_test_acc": r["best_test_acc"],
                      "train_seconds": r["train_seconds"], "parent_test_acc": parent_acc,
                      "run_dir": r["run_dir"], "finished": bool(r["finished"])})
-    return pd.DataFrame(rows, columns=["stage", "source", "own_mass", "test_acc", "test_ece", "best_test_acc",
-                                       "train_seconds", "parent_test_acc", "run_dir", "finished"])
+    return pd.DataFrame(rows, columns=["stage", "source", "own_mass", "test_acc", "test_ece", "test_ece_T1",
+                                       "best_test_acc", "train_seconds", "parent_test_acc", "run_dir", "finished"])

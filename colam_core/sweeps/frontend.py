@@ -29,12 +29,14 @@ import pandas as pd
 from ..config import Config, coerce_params
 from ..data import DataError, check_dataset_args
 from ..errors import ConfigError, RunError
+from ..metrics import ECE_LABELS
 from ..params import check_bool, check_path
 from ..training import Trainer, describe_estimate, estimate_duration
 from .campaign import Campaign
 from .evidence import markdown_table
 from .spec import Plan, expand, load_spec, plan_difference, presets, write_plan
 from .sweep import Sweep
+from .tables import ECE_METRICS, labelled
 
 
 # ----------------------------------------------------------------------------- planning
@@ -265,10 +267,15 @@ def entry_run(camp: Campaign, name: str):
 
 
 # ----------------------------------------------------------------------------- the sweep
-TITLES = {"methods": "test accuracy (%), mean ± std over seeds; n = finished runs",
+TITLES = {"methods": "test accuracy and ECE both ways (%), mean ± std over seeds; n = finished runs",
           "grid": "test accuracy (%): update interval t (rows) x peer samples k (columns), mean ± std over seeds",
-          "temperature": "test accuracy and ECE (%) per temperature T, mean ± std over seeds",
-          "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K"}
+          "temperature": "test accuracy and ECE both ways (%) per temperature T, mean ± std over seeds",
+          "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K "
+                      "(accuracy and ECE both ways as fractions)"}
+
+#: how the printed tables say which calibration is which (the labels of ``metrics.ECE_LABELS``)
+CALIBRATION = ("ECE softmax(z/T): of softmax(z / T), T the run's output temperature (COLAM and fixed: its T; "
+               "every other method: 1); ECE softmax(z): of softmax(z), the same for every method")
 
 
 class Results(NamedTuple):
@@ -277,13 +284,21 @@ class Results(NamedTuple):
     kind: str
     title: str
     long: pd.DataFrame    # one row per cell (with paper / diff columns where the spec gives the paper's numbers)
-    shown: pd.DataFrame   # as printed
+    shown: pd.DataFrame   # as printed (the first section)
     decimals: int
     text: str
+    sections: tuple = ()  # (title, table) of every printed table: the grid kind adds one grid per ECE
 
     def markdown(self) -> str:
-        text = _as_text(self.shown.astype(object), self.decimals)
-        return f"{self.title}\n\n" + markdown_table(text, {str(c): str(c) for c in text.columns}) + "\n"
+        parts = []
+        for title, table in self.sections or ((self.title, self.shown),):
+            text = _as_text(table.astype(object), self.decimals)
+            parts.append(f"{title}\n\n" + markdown_table(text, {c: str(c) for c in text.columns}))
+        return "\n\n".join(parts) + f"\n\n({CALIBRATION})\n"
+
+    def csv_table(self) -> pd.DataFrame:
+        """The long table with the ECE columns labelled (``--csv``)."""
+        return labelled(self.long)
 
 
 def _as_text(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
@@ -291,18 +306,41 @@ def _as_text(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     return df.map(lambda v: f"{v:.{decimals}f}" if isinstance(v, float) else v)
 
 
+def _brief(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as printed: no separate mean / std columns, accuracy and the two ECEs labelled."""
+    df = df.drop(columns=[c for c in df.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
+    return labelled(df).rename(columns={"mean ± std": "test acc", "test_acc": "test acc"})
+
+
+def _ece_grids(long: pd.DataFrame, display: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The grid of each ECE (rows and columns as the accuracy grid's), from the long table's formatted cells."""
+    index, columns = display.index, display.columns
+    out = []
+    for m in ECE_METRICS:
+        if m not in long.columns:
+            continue
+        cells = {(r, c): v for r, c, v in zip(long[index.name], long[columns.name], long[m])}
+        grid = pd.DataFrame([[cells.get((r, c), "-") for c in columns] for r in index], index=index, columns=columns)
+        out.append((f"{ECE_LABELS[m]} (%): update interval t (rows) x peer samples k (columns), mean ± std over "
+                    "seeds", grid.reset_index()))
+    return out
+
+
 def sweep_results(camp: Campaign, kind: str | None = None) -> Results:
-    """The sweep's table (``Campaign.table``) and the text ``colam sweep results ROOT`` prints."""
+    """The sweep's table (``Campaign.table``) and the text ``colam sweep results ROOT`` prints: accuracy and the
+    two ECEs, labelled; the grid kind adds one grid per ECE."""
     kind, long, display = camp.table(kind)
-    shown = display.reset_index() if kind == "grid" else display
-    shown = shown.drop(columns=[c for c in shown.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
+    shown = _brief(display.reset_index() if kind == "grid" else display)
+    sections = [(TITLES[kind], shown)] + (_ece_grids(long, display) if kind == "grid" else [])
     decimals = 4 if kind == "expected" else 2
     lines = [f"{camp.root}: {TITLES[kind]}", _as_text(shown, decimals).to_string(index=False)]
+    lines += [f"{title}\n{_as_text(grid, decimals).to_string(index=False)}" for title, grid in sections[1:]]
+    lines.append(f"({CALIBRATION})")
     if kind == "grid" and "paper" in long.columns:
-        lines.append("beside the paper's numbers:\n" + _as_text(long.drop(columns=["mean", "std"])).to_string(index=False))
+        lines.append("beside the paper's numbers:\n" + _as_text(_brief(long)).to_string(index=False))
     if kind != "expected" and "paper" not in long.columns:
         lines.append("(this spec gives no paper numbers, so there is no paper column)")
-    return Results(kind, TITLES[kind], long, shown, decimals, "\n".join(lines))
+    return Results(kind, TITLES[kind], long, shown, decimals, "\n".join(lines), tuple(sections))
 
 
 def _q(path: Path | str) -> str:

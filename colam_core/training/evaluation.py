@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics import expected_calibration_error
+
 
 @dataclass
 class Evaluation:
@@ -21,6 +23,11 @@ class Evaluation:
         z = self.logits.astype(np.float64) / (self.T if T is None else T)
         e = np.exp(z - z.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
+
+    def calibration(self) -> dict:
+        """ECE both ways: `test_ece` of softmax(z / T) at the output temperature, `test_ece_T1` of softmax(z)."""
+        return {"test_ece": expected_calibration_error(self.probs(), self.labels),
+                "test_ece_T1": expected_calibration_error(self.probs(1.0), self.labels)}
 
 
 @torch.no_grad()

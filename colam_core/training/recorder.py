@@ -12,16 +12,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import RunError, TrainingError
+from ..errors import ConfigError, RunError, TrainingError
 from ..runs import (CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, RUN_FILES, RUN_FORMAT, SOFT_LABELS_FILE,
-                    SUMMARY_FILE, RunDir, describe_difference, fault_point, resume_command, source_commit,
-                    stage_numbers, versions)
+                    SUMMARY_FILE, RunDir, check_fault_spec, describe_difference, fault_point, resume_command,
+                    source_commit, stage_numbers, versions)
 from .auto import cpu_flags, dtype_name
 
 
 class Recorder:
     def __init__(self, out: Path, strategy):
         self.out = Path(out)
+        self.closed = False
         self.strategy = strategy
         self.run_dir = RunDir(self.out)
         self._created = False  # this process created the folder
@@ -50,6 +51,11 @@ class Recorder:
     def open(self, fingerprint: dict, from_stage: int | None) -> dict | None:
         """Claim and lock the folder (rank 0), then, under the lock, refuse another run's folder. Returns the
         existing config.json (None: no run there yet) on every rank."""
+        check_fault_spec()  # COLAM_FAULT (the tests' fault injection) names a real point, before anything is written
+        if from_stage is not None and (isinstance(from_stage, bool) or not isinstance(from_stage, int)
+                                       or from_stage < 0):
+            raise ConfigError("from_stage", from_stage, "a stage number K >= 0 (0: the start)")
+
         def on_main():
             if from_stage is not None and not (self.out / CONFIG_FILE).is_file():
                 raise RunError(f"--from-stage {from_stage}: {self.out} is not a run directory (no config.json)")
@@ -180,7 +186,14 @@ class Recorder:
                 pass
 
     def close(self) -> None:
+        self.closed = True
         self.run_dir.unlock()
+
+    def check_open(self) -> None:
+        """A closed trainer refuses to train: it no longer holds the lock."""
+        if self.closed:
+            raise RunError(f"this Trainer was closed and no longer holds the lock of {self.out}; nothing was "
+                           f"trained: create a new Trainer(cfg, out={str(self.out)!r}) to go on")
 
     # ------------------------------------------------------------- writing
     def start(self, resolved: dict, state, *, done: bool) -> None:

@@ -6,6 +6,7 @@ and returns, so the requeued job resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -54,4 +55,29 @@ class StopOnSignal:
                 signal.signal(sig, prev)
 
 
-__all__ = ["StopOnSignal"]
+class StopControl:
+    """A trainer's stop flag: set from any thread (`request`, the Stop button) or by a signal while `guard()` is
+    active; `signal` keeps the signal number of the last guarded run (None: no signal, e.g. a Stop button)."""
+
+    def __init__(self, data_parallel: bool):
+        self.flag = threading.Event()
+        self.ddp = data_parallel
+        self.signal: int | None = None
+
+    def request(self) -> None:
+        self.flag.set()
+
+    @contextlib.contextmanager
+    def guard(self):
+        """While training: a fresh flag, and Ctrl-C / SIGTERM / SIGUSR2 as a clean stop."""
+        self.flag.clear()
+        self.signal = None
+        on_signal = StopOnSignal(self.flag, self.ddp)
+        try:
+            with on_signal:
+                yield
+        finally:
+            self.signal = on_signal.signum
+
+
+__all__ = ["StopOnSignal", "StopControl"]

@@ -7,14 +7,12 @@
 
 Each epoch is `train_one_epoch` (step.py) then `evaluate` (evaluation.py); at a stage's end the method learns
 its new labels from the stage's model in eval mode on un-augmented training images ("the current checkpoint").
-The recorder owns the run directory, the strategy every difference of data-parallel training, the state the
-checkpoint form (and why a resumed run is bitwise the same).
+The learner holds the model, its optimiser and step (and Label Refinery's generations), the recorder the run
+directory, the strategy every difference of data-parallel training, the state the checkpoint form (and why a
+resumed run is bitwise the same), StopControl the stop flag and the signals.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -24,18 +22,17 @@ import torch
 from ..config import Config
 from ..data import load_dataset
 from ..methods import Method, StepContext, build_method
-from ..metrics import erasures, expected_calibration_error
-from ..models import build_model
-from ..errors import ConfigError, RunError
-from ..runs import FAULT, check_fault_spec, dataset_kwargs, fault_point
+from ..metrics import erasures
+from ..runs import dataset_kwargs
 from ..tracking import make_trackers
 from .auto import resolve_system, set_deterministic
 from .evaluation import evaluate
 from .events import DoneEvent, EpochEvent, EventSource, PhaseEvent, StageEvent, StoppedEvent, update_warning
+from .learner import Learner
 from .recorder import Recorder, describe_run
 from .state import TrainState
-from .step import TrainStep, lr_factor, make_optimizer, train_one_epoch
-from .stop import StopOnSignal
+from .step import lr_factor, train_one_epoch
+from .stop import StopControl
 from .strategy import make_strategy
 
 
@@ -45,29 +42,21 @@ class Trainer(EventSource):
     def __init__(self, cfg: Config | dict, out: str | Path | None = None, progress: bool = False,
                  listeners: tuple[Callable, ...] = (), from_stage: int | None = None, force: bool = False):
         cfg = (Config.from_dict(cfg) if isinstance(cfg, dict) else cfg).validate()
-        check_fault_spec()
-        if from_stage is not None and (isinstance(from_stage, bool) or not isinstance(from_stage, int)
-                                       or from_stage < 0):
-            raise ConfigError("from_stage", from_stage, "a stage number K >= 0 (0: the start)")
         self.cfg = cfg
-        self._closed = False
         self.out = Path(out) if out is not None else Path("runs") / (
             cfg.name or f"{cfg.dataset}_{cfg.model}_{cfg.method}_s{cfg.seed}")
         super().__init__(listeners)
-        self._stop = threading.Event()
-        self.stop_signal: int | None = None
         self.strategy = make_strategy(cfg.device)
         self.device = self.strategy.device
         self.recorder = Recorder(self.out, self.strategy)
+        self._stop = StopControl(self.strategy.enabled)
         self._trackers = []
         self._undo_deterministic = set_deterministic(cfg.deterministic)  # process-wide: undone by close()
         try:
             existing = self.recorder.open(cfg.fingerprint(), from_stage)
             self.strategy.run(lambda: self._setup(existing, from_stage, force))
             if self.strategy.is_main:  # --log: TensorBoard / MLflow mirrors of the run directory (tracking.py)
-                self._trackers = make_trackers(cfg, self.out, self.resolved, self.epoch)
-                for tracker in self._trackers:
-                    self.subscribe(tracker)
+                self._trackers = [self.subscribe(t) for t in make_trackers(cfg, self.out, self.resolved, self.epoch)]
         except BaseException:
             self._undo_deterministic()
             self.recorder.abort()
@@ -92,56 +81,24 @@ class Trainer(EventSource):
         self._sampler = self.method.batch_sampler()
         self.state = TrainState(self.device)
         self.summary: dict | None = None
-        self._build_model(generation=1)
+        self.learner = Learner(cfg, self.info, strategy, self.method, self.choices)
         ckpt = self.recorder.load_resume(from_stage, cfg.fingerprint(), self.total_epochs, force)
         if ckpt is not None:
             self._load(ckpt)
         self.resolved = describe_run(self)
         self.recorder.start(self.resolved, self.state, done=self.done)
 
-    def _new_model(self, generation: int, pretrained=None) -> torch.nn.Module:
-        """A fresh model of `generation` (seeded apart), on the device, in the run's layout; `pretrained`
-        defaults to the configuration's (a teacher about to be loaded from a checkpoint passes False)."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed + 100_003 * (generation - 1))
-        model = build_model(cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size,
-                            pretrained=cfg.pretrained if pretrained is None else pretrained)
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def _build_model(self, generation: int) -> None:
-        """A fresh model (Label Refinery: one per generation), its optimiser and its step."""
-        self.model = self._new_model(generation)
-        forward, self._eval_forward = self.strategy.wrap(self.model, self.compile)  # eval: never DDP's wrapper
-        self.optimizer = make_optimizer(self.cfg, self.model)
-        self.step = TrainStep(self.cfg, forward, self.optimizer, self.method, self.strategy, amp=self.amp,
-                              channels_last=self.channels_last, num_train=self.info.num_train)
-
-    def _next_generation(self, generation: int) -> None:
-        """Label Refinery: the model that just finished becomes the frozen teacher (if the method uses one), and a
-        fresh model of `generation` trains."""
-        if self.method.uses_teacher:
-            self._attach_teacher(self.model, self._eval_forward)
-        self._build_model(generation)
-
-    def _attach_teacher(self, model, forward) -> None:
-        model.eval().requires_grad_(False)  # frozen: eval mode for good, no gradients
-        self.method.set_teacher(model, lambda x: self._infer_with(forward, x))
-
     # ---------------------------------------------------------------- state
     def _checkpoint(self) -> dict:
         """The state to save; under DDP the per-rank sums are reduced first (a collective: every rank calls it)."""
-        return self.strategy.for_save(self.state.checkpoint(self.model, self.optimizer, self.step.scaler,
+        return self.strategy.for_save(self.state.checkpoint(self.model, self.optimizer, self.learner.step.scaler,
                                                             self.method, self.cfg.fingerprint()))
 
     def _load(self, ckpt: dict) -> None:
         gen = self._stage_of(ckpt["epoch"] + 1) if self.method.restart_after_stage else 1
         if gen != 1:  # Label Refinery resumed in generation 2: its teacher (weights from the checkpoint), its model
-            if self.method.uses_teacher:
-                teacher = self._new_model(gen - 1, pretrained=False)
-                self._attach_teacher(teacher, self.strategy.eval_forward(teacher, self.cfg.compile))
-            self._build_model(generation=gen)
-        self.state.restore(ckpt, self.model, self.optimizer, self.step.scaler, self.method,
+            self.learner.resume_generation(gen)
+        self.state.restore(ckpt, self.model, self.optimizer, self.learner.step.scaler, self.method,
                            where=f"checkpoint {self.recorder.resumed_from}", model_name=self.cfg.model)
         self.strategy.after_load(self.state.running, self.method)
 
@@ -154,6 +111,9 @@ class Trainer(EventSource):
     run_dir = property(lambda self: self.recorder.run_dir, doc="the runs.RunDir being written")
     done = property(lambda self: self.state.epoch >= self.total_epochs, doc="all stages ran")
     soft_labels = property(lambda self: self.method.soft_labels, doc="the labels the method trains on now")
+    model = property(lambda self: self.learner.model, doc="the model being trained (this generation's)")
+    optimizer = property(lambda self: self.learner.optimizer, doc="its optimiser")
+    stop_signal = property(lambda self: self._stop.signal, doc="the signal that stopped the last run (or None)")
 
     @property
     def current_stage(self) -> int:
@@ -162,17 +122,16 @@ class Trainer(EventSource):
 
     def request_stop(self) -> None:
         """Ask training to stop at the next batch boundary (thread-safe)."""
-        self._stop.set()
+        self._stop.request()
 
     def close(self, clean: bool = True) -> None:
         """Release the run directory's lock (and, under DDP, the process group this trainer created); end the
         tracking runs of an unfinished run (KILLED: resumable, or FAILED after an error); a closed trainer refuses
         to train."""
-        self._closed = True
         for tracker in self._trackers:
             tracker.close("KILLED" if clean else "FAILED")
         self.recorder.close()
-        self.step.forward = self._eval_forward  # drop the DDP wrapper (it holds the process group) before closing
+        self.learner.release()
         self.strategy.close(clean=clean)
         self._undo_deterministic()
 
@@ -184,8 +143,8 @@ class Trainer(EventSource):
 
     def run_stage(self) -> StageEvent | None:
         """Run the epochs of the next stage. Returns its StageEvent, or None if stopped early / already done."""
-        self._check_open()
-        with self._signals():
+        self.recorder.check_open()
+        with self._stop.guard():
             if self.done:
                 self._finish()
                 return None
@@ -193,51 +152,26 @@ class Trainer(EventSource):
 
     def run(self) -> dict | None:
         """Run all remaining stages. Returns the summary, or None if stopped early (`stop_signal` says why)."""
-        self._check_open()
-        with self._signals():
+        self.recorder.check_open()
+        with self._stop.guard():
             while not self.done:
                 if self._run_stage() is None and not self.done:
                     return None
             return self._finish()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RunError(f"this Trainer was closed and no longer holds the lock of {self.out}; nothing was "
-                           f"trained: create a new Trainer(cfg, out={str(self.out)!r}) to go on")
-
-    @contextlib.contextmanager
-    def _signals(self):
-        """Ctrl-C / SIGTERM / SIGUSR2 stop cleanly; `stop_signal` keeps the signal number (None: no signal)."""
-        self._stop.clear()
-        self.stop_signal = None
-        guard = StopOnSignal(self._stop, self.strategy.enabled)
-        try:
-            with guard:
-                yield
-        finally:
-            self.stop_signal = guard.signum
-
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> tuple[float, float]:
         """(loss, accuracy) on a split, without augmentation; the loss uses the method's output temperature."""
-        ev = evaluate(self.model, self.infer, self._eval_data, split, batch_size=self.cfg.eval_batch_size,
-                      T=self.method.output_temperature, strategy=self.strategy)
+        ev = self._evaluation(split)
         return ev.loss, ev.acc
+
+    def _evaluation(self, split: str, with_probs: bool = False):
+        return evaluate(self.model, self.infer, self._eval_data, split, batch_size=self.cfg.eval_batch_size,
+                        T=self.method.output_temperature, strategy=self.strategy, with_probs=with_probs)
 
     def infer(self, x):
         """Logits (float32) of the current model for a batch, in the run's layout and precision."""
-        return self._infer_with(self._eval_forward, x)
-
-    def _infer_with(self, forward, x):
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return forward(x).float()
-
-    def _stage_infer(self, x):
-        out = self.infer(x)
-        fault_point("eval_pass")  # tests: a kill inside the stage-end pass
-        return out
+        return self.learner.infer(x)
 
     # ---------------------------------------------------------------- Algorithm 1
     def _stage_of(self, epoch: int) -> int:
@@ -246,7 +180,7 @@ class Trainer(EventSource):
     def _run_stage(self) -> StageEvent | None:
         stage, event = self.current_stage, None
         while not self.done and self._stage_of(self.epoch + 1) == stage:
-            if self.strategy.stop_requested(self._stop.is_set()):  # between epochs (e.g. during a stage-end pass)
+            if self.strategy.stop_requested(self._stop.flag.is_set()):  # between epochs (e.g. during a stage-end pass)
                 if not self.cfg.checkpoint_every_epoch:
                     self.recorder.save_last(self._checkpoint())
                 self._emit(StoppedEvent(stage, self.epoch + 1, 0))
@@ -265,8 +199,8 @@ class Trainer(EventSource):
                           last_epoch_of_stage=last_of_stage, reduce=self.strategy.reduce)
         self.method.on_epoch_start(ctx)
         self.model.train()
-        if not train_one_epoch(self.step, self.data, state, ctx, sampler=self._sampler,
-                               emit=self._emit if self._listeners else None, stop_flag=self._stop,
+        if not train_one_epoch(self.learner.step, self.data, state, ctx, sampler=self._sampler,
+                               emit=self._emit if self._listeners else None, stop_flag=self._stop.flag,
                                kept=self.recorder.kept):
             self.recorder.save_last(self._checkpoint())
             self._emit(StoppedEvent(stage, epoch, state.batch))
@@ -279,7 +213,7 @@ class Trainer(EventSource):
                               forwards_per_sample=self.method.forwards_per_sample(stage))
         stage_model = self.model.state_dict() if last_of_stage else None
         if last_of_stage and self.method.restart_after_stage and stage < self.num_stages:
-            self._next_generation(stage + 1)
+            self.learner.next_generation(stage + 1)
         save_last = cfg.checkpoint_every_epoch or self.done
         ckpt = self._checkpoint() if save_last or last_of_stage else None
         if ckpt is not None:
@@ -301,13 +235,7 @@ class Trainer(EventSource):
             k = self.cfg.peer_samples
             n = self.info.num_train if k == "all" else min(self.info.num_train, int(k) * self.info.num_classes)
             self._phase(ctx.stage, ctx.epoch, "soft_labels", f"learning soft labels from {n} training images")
-        t1 = time.perf_counter()
-        self.model.eval()
-        soft = self.method.stage_end(self.infer if FAULT is None else self._stage_infer, self._eval_data, ctx)
-        self.model.train()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        upd_s = time.perf_counter() - t1
+        soft, upd_s = self.learner.stage_end_pass(self._eval_data, ctx)
         if soft is not None:
             self.state.add_soft_labels(ctx.stage, soft, upd_s, kept=self.recorder.kept)
             warning = update_warning(ctx.stage, soft, getattr(self.method, "no_peer_classes", []),
@@ -323,12 +251,9 @@ class Trainer(EventSource):
     def _finish(self) -> dict:
         if self.summary is None:
             self._phase(self.current_stage, self.epoch, "final", "final test pass (accuracy and calibration)")
-            ev = evaluate(self.model, self.infer, self._eval_data, "test", batch_size=self.cfg.eval_batch_size,
-                          T=self.method.output_temperature, strategy=self.strategy, with_probs=True)
+            ev = self._evaluation("test", with_probs=True)
             self.summary = self.state.summary(self.cfg, self.num_stages, self.total_epochs, self.device,
-                                              test_ece=expected_calibration_error(ev.probs(), ev.labels),
-                                              test_ece_T1=expected_calibration_error(ev.probs(1.0), ev.labels),
-                                              class_names=self.info.class_names)
+                                              **ev.calibration(), class_names=self.info.class_names)
             self.recorder.summary(self.summary)
             self._emit(DoneEvent(self.summary))
         return self.summary
