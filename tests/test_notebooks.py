@@ -161,9 +161,10 @@ def test_02_shows_the_sweeps_table_once_every_entry_is_done(tmp_path):
     nb, _ = execute("02_train_cifar100.ipynb", tmp_path, spec=str(spec), entry="colam", sweep_root=str(root))
     text = printed(nb)
     assert "colam: trained" in text and "planned before in" in text
-    title = f"{root}: test accuracy (%), mean ± std over seeds; n = finished runs"  # `colam sweep results` prints it
+    title = f"{root}: test accuracy and ECE both ways (%), mean ± std over seeds; n = finished runs"  # as the CLI
     table = text[text.index(title):]
     assert re.search(r"^\s*hl\s+1\s", table, re.M) and re.search(r"^\s*colam\s+1\s", table, re.M)
+    assert "ECE softmax(z/T)" in table and "ECE softmax(z)" in table
     assert "entries of" not in table
 
 
@@ -254,7 +255,7 @@ def test_05_hyperparameters(tmp_path):
         assert f"all {n} entries of {root / spec} are done" in text or f"{root / spec}: test accuracy" in text
     titles = [f["layout"].get("title", {}).get("text") for f in plotly_figures(nb)]
     assert has_plotly(nb, "heatmap") and "test accuracy" in titles  # Fig. 4a: interval x peers
-    assert has_plotly(nb, "scatter") and "test accuracy and ECE (%) per temperature T" in text  # Fig. 4b
+    assert has_plotly(nb, "scatter") and "test accuracy and ECE both ways (%) per temperature T" in text  # Fig. 4b
     assert has_table(nb) and "own_mass_stage_1" in text and "parent_test_acc" in text  # Fig. 1b's table
     expected = Campaign(root / "digits_expected").table("expected")[1]
     assert expected["stage"].tolist() == [0, 1, 2, 3] and expected["finished"].all()
