@@ -99,27 +99,36 @@ def test_bad_spec_fails_at_plan_with_one_line_and_writes_nothing(tmp_path, capsy
     assert not root.exists()
 
 
+TRANSFER_SETS = ("cub200", "dogs120", "indoor67", "caltech256")  # the folders table4_transfer.yaml names
+
+
 def test_shipped_specs_plan_and_say_where_the_paper_is_silent(tmp_path, capsys):
     rng = np.random.default_rng(0)
     datafiles.write_cifar10(tmp_path / "c10", rng)
     datafiles.write_cifar100(tmp_path / "c100", rng)
     datafiles.write_folder(tmp_path / "img")
     datafiles.write_fashion(tmp_path / "fm", rng, gz=False)
-    roots = {"cifar10": "c10", "cifar100": "c100", "imagefolder": "img", "fashion_mnist": "fm"}
+    for name in TRANSFER_SETS:
+        datafiles.write_folder(tmp_path / "t4" / name)
+    roots = {"cifar10": "c10", "cifar100": "c100", "imagefolder": "img", "fashion_mnist": "fm",
+             "table4_transfer": "t4"}  # Table 4: one image folder per data set, under one data_root
     runs = {}
     assert main(["sweep", "list"]) == 0
     listed = capsys.readouterr().out
+    assert "table4_transfer" in presets() and "Paper Table 4: transfer learning" in listed
     for name, path in presets().items():
         assert name in listed
         spec, _ = load_spec(preset=name)
         ds = spec["base"]["dataset"]
-        sets = ["--set", f"data_root={tmp_path / roots[ds]}"] if ds in roots else []
+        root = roots.get(name) or roots.get(ds)
+        sets = ["--set", f"data_root={tmp_path / root}"] if root else []
         assert main(["sweep", "plan", "--preset", name, "--out", str(tmp_path / name), *sets]) == 0, name
         camp = Campaign(tmp_path / name)
         runs[name] = (len(camp), len(camp.depends))
         if name.startswith(("table", "fig", "resnet56")):
             assert "our choice" in path.read_text(), f"{name} must name its choices where the paper is silent"
     assert runs["table1_cifar10"] == runs["table2_cifar100"] == (60, 0)  # 5 methods x 4 models x 3 seeds
+    assert runs["table4_transfer"] == (60, 0)                             # 4 data sets x 5 methods x 3 seeds
     assert runs["fig4a_interval_peers"] == (30, 0)                        # 6 intervals x 5 peer counts
     assert runs["fig1b_expected_cifar100"] == (11, 9)                     # parent, hard, 9 expected runs
     t1 = Campaign(tmp_path / "table1_cifar10").sweep.configs
@@ -128,6 +137,125 @@ def test_shipped_specs_plan_and_say_where_the_paper_is_silent(tmp_path, capsys):
     fig4a = Campaign(tmp_path / "fig4a_interval_peers").sweep.configs
     assert {c.model for c in fig4a.values()} == {"preact_resnet18"}
     assert sorted({c.stage_epochs for c in fig4a.values()}) == [2, 5, 10, 20, 40, 80]
+    # Table 4: the paper's transfer setting (the transfer preset), each data set its own folder under data_root
+    t4 = Campaign(tmp_path / "table4_transfer")
+    c = t4.sweep.configs["indoor67_colam_s2"]
+    assert (c.dataset, c.data_root, c.model, c.pretrained) == ("imagefolder", str(tmp_path / "t4" / "indoor67"),
+                                                               "resnet101", True)
+    assert (c.epochs, c.lr, c.batch_size, c.momentum, c.weight_decay, c.preset) == (40, 0.01, 64, 0.9, 1e-4, "transfer")
+    assert (c.num_stages, c.T, c.seed) == (4, 1.5, 2) and t4.sweep.configs["cub200_dl_s0"].num_stages == 1
+    assert {n.split("_")[0] for n in t4.names} == set(TRANSFER_SETS)
+    table = t4.table()[1]  # one row per data set and method, never averaged across data sets
+    assert len(table) == 20 and set(table["data"]) == set(TRANSFER_SETS)
+
+
+def test_table4_plans_offline_with_a_weights_file_and_trains_an_entry(tmp_path, capsys):
+    """A resnet101 state dict the test writes stands in for torchvision's ImageNet weights (no download); tiny image
+    folders for the four data sets; one entry trained at 32 pixels for a few epochs."""
+    import torch
+    import torchvision
+    for name in TRANSFER_SETS:
+        datafiles.write_folder(tmp_path / "data" / name)
+    weights = tmp_path / "resnet101.pth"
+    # zero_init_residual: every residual block starts as an identity, as trained ones roughly are; 101 layers of plain
+    # random weights give eval-mode logits that overflow, and COLAM's update rightly stops on them
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet101(weights=None, zero_init_residual=True).state_dict(), weights)
+    root = tmp_path / "t4"
+    # data_root is what the entries' "{data_root}/NAME" folders are filled from: without it the plan is refused
+    assert main(["sweep", "plan", "--preset", "table4_transfer", "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "entry 'cub200'" in err and "option data_root" in err and "--set data_root" in err
+    assert main(["sweep", "plan", "--preset", "table4_transfer", "--out", str(root), "--set", f"data_root={tmp_path}/data",
+                 "--set", "pretrained=/no/such/weights.pth"]) == 2
+    assert "option pretrained" in capsys.readouterr().err and not root.exists()
+    smoke = ["image_size=32", "epochs=4", "batch_size=4", "num_workers=0", "device=cpu"]
+    assert main(["sweep", "plan", "--preset", "table4_transfer", "--out", str(root), "--set", f"data_root={tmp_path}/data",
+                 "--set", f"pretrained={weights}", *[a for s in smoke for a in ("--set", s)]]) == 0
+    camp = Campaign(root)
+    assert len(camp) == 60 and camp.sweep.configs["caltech256_colam_s1"].pretrained == str(weights)
+    assert main(["sweep", "run", str(root), "--index", "12", "--quiet"]) == 0  # cub200_colam_s0: 4 stages of 1 epoch
+    assert "cub200_colam_s0: trained" in capsys.readouterr().out
+    run = camp.sweep.run_dir("cub200_colam_s0")
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 4
+    assert json.loads((run / "config.json").read_text())["config"]["pretrained"] == str(weights)
+    assert main(["sweep", "results", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "data" in out.splitlines()[1] and any(line.split()[:3] == ["cub200", "colam", "1"]
+                                                 for line in out.splitlines())
+
+
+def test_set_overrides_every_entry_and_fills_templates(tmp_path, capsys):
+    """`--set` is an option for every entry: over the base, the variants that set it, and a grid axis of it (which
+    becomes that one value, named so); `{data_root}` in a spec value is filled from it."""
+    text = SMALL + ("grid:\n  model: [small_cnn, resnet20]\n  method: [hl, {label: colam, method: colam, T: 1.5}]\n"
+                    "  seed: [0, 1]\n")
+    root = tmp_path / "root"
+    spec = write(tmp_path, text)
+    assert main(["sweep", "plan", str(spec), "--out", str(root), "--set", "model=small_cnn", "--set", "seed=1",
+                 "--set", "T=2.0"]) == 0
+    camp = Campaign(root)
+    assert camp.names == ["small_cnn_hl_s1", "small_cnn_colam_s1"] and camp.plan["overrides"]["T"] == 2.0
+    assert all(c.T == 2.0 and c.seed == 1 for c in camp.sweep.configs.values())
+    # templates: a variant's data_root under the base's, which --set gives
+    folders = SMALL + ("grid:\n  data: [{label: a, data_root: '{data_root}/a'}, {label: b, data_root: '{data_root}/b'}]\n"
+                       "  method: [hl, {label: colam, method: colam}]\n")
+    spec = write(tmp_path, folders, "folders.yaml")
+    assert main(["sweep", "plan", str(spec), "--out", str(tmp_path / "f")]) == 2
+    assert "option data_root = '{data_root}/a'" in capsys.readouterr().err
+    assert main(["sweep", "plan", str(spec), "--out", str(tmp_path / "f"), "--set", "data_root=/d"]) == 0
+    f = Campaign(tmp_path / "f")
+    assert {n: c.data_root for n, c in f.sweep.configs.items()} == {"a_hl": "/d/a", "a_colam": "/d/a", "b_hl": "/d/b",
+                                                                    "b_colam": "/d/b"}
+    res = f.sweep.results()
+    assert res.set_index("name").loc["b_colam", ["data", "label"]].tolist() == ["b", "colam"]  # both variants' labels
+    assert main(["sweep", "plan", "--preset", "digits_interval_peers", "--out", str(tmp_path / "i"),
+                 "--set", "stages=2"]) == 2
+    assert "option stages" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- what the notebooks call
+def test_notebook_sweep_plans_once_reopens_and_reports(tmp_path):
+    from colam_core import sweeps
+    from colam_core.errors import ConfigError, RunError
+    spec = write(tmp_path, SMALL + "grid: {method: [hl, colam]}\n")
+    root = tmp_path / "root"
+    planned = sweeps.notebook_sweep(str(spec), root)
+    assert not root.exists() and "to be planned in" in planned.describe()  # nothing written before open()
+    assert planned.entry(1) == planned.entry("colam") == "colam"
+    with pytest.raises(ConfigError, match="entry: .*did you mean 'colam'.*index 0..1"):
+        planned.entry("colm")
+    camp = planned.open()
+    assert (root / "sweep.json").is_file() and camp.names == ["hl", "colam"]
+    again = sweeps.notebook_sweep(str(spec), root)  # the same parameters reopen the plan
+    assert again.planned and "planned before in" in again.describe()
+    with pytest.raises(RunError, match="different plan .*device"):
+        sweeps.notebook_sweep(str(spec), root, device="cpu")  # planned with device auto: refused, nothing written
+    report = sweeps.sweep_report(camp)
+    assert report.startswith(f"0 of 2 entries of {root} are done") and f"colam sweep run {root.resolve()} --worker" in report
+    assert sweeps.train_entry(camp, "hl", progress=False) == "hl: trained"
+    assert sweeps.train_entry(camp, "hl", progress=False) == "hl: done"
+    assert "done: 2/2 epochs" in sweeps.describe_entry(camp, "hl", estimate=False)
+    assert "test accuracy 0." in sweeps.describe_entry(camp, "hl", estimate=False)
+    assert "ms per batch" in sweeps.describe_entry(camp, "colam")  # the estimate, on a copy
+    assert not (root / "colam").exists()
+    assert sweeps.train_sweep(camp, progress=False) == f"{root}: 1 entries trained here, 0 failed"
+    assert sweeps.sweep_report(camp) == sweeps.sweep_results(camp).text
+    assert sweeps.sweep_report(camp, table=False) == f"all 2 entries of {root} are done"
+    with pytest.raises(ConfigError, match="spec: .*did you mean 'digits_methods'"):
+        sweeps.notebook_sweep("digits_method", tmp_path / "x")
+    with pytest.raises(ConfigError, match="spec_grid: .*results table is 'grid'"):
+        sweeps.notebook_sweep("digits_temperature", tmp_path / "x", parameter="spec_grid", table="grid")
+
+
+def test_a_failed_entry_raises_with_its_error_line(tmp_path):
+    from colam_core import sweeps
+    from colam_core.errors import RunError
+    camp = sweeps.notebook_sweep(str(write(tmp_path, SMALL + "grid: {method: [hl]}\n")), tmp_path / "root").open()
+    (tmp_path / "root" / "hl").mkdir()
+    (tmp_path / "root" / "hl" / "config.json").write_text(json.dumps({"config": {}, "fingerprint": {"method": "cp"}}))
+    with pytest.raises(RunError, match="hl: failed .*another configuration|hl: failed"):
+        sweeps.train_entry(camp, "hl", progress=False)
 
 
 # ----------------------------------------------------------------------------- run, status, results

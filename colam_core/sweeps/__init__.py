@@ -43,7 +43,9 @@ frozen labels of stage ``K`` (method ``fixed``), as a sweep in
 is planned once into ``ROOT/sweep.json`` (``expand`` + ``write_plan``; ``colam sweep plan``), then run by any
 number of identical workers or Slurm array tasks (``Campaign``: ``run_entry``, ``work``, ``status``, ``table``;
 ``submit.py``: submitit job arrays, resumed from ``last.pt`` after a requeue). ``Sweep.open(ROOT)`` reads a planned
-sweep like any other; shipped specs are in ``specs/`` (``presets()``).
+sweep like any other; shipped specs are in ``specs/`` (``presets()``). Notebooks 02 and 05 are front ends to them
+(``frontend.py``: ``notebook_sweep`` plans a spec or reopens its plan, ``train_entry`` trains one entry as
+``colam sweep run ROOT --index I`` does, ``sweep_report`` prints the sweep's table or what is left to run).
 
 Nothing here plots; everything returns pandas DataFrames. Training uses the
 same ``Trainer`` as a single run (its events reach the ``listeners`` given to
@@ -60,11 +62,14 @@ same ``Trainer`` as a single run (its events reach the ``listeners`` given to
 | `claims.py` | one `flock` claim per entry (held while it trains, freed when the process ends), failure records |
 | `campaign.py` | `Campaign`: a planned sweep's states, `run_entry` (`--index`), `work` (`--worker`), tables |
 | `submit.py` | submitit: Slurm job arrays (dependent entries after their parents) or local workers; `EntryTask` |
+| `frontend.py` | what notebooks call: `notebook_sweep` / `prepare_sweep` (plan or reopen), `describe_entry`, `train_entry`, `sweep_results` (the table `colam sweep results` prints), `sweep_report` |
 | `cli.py` | `colam sweep list / plan / run / submit / status / results` |
 | `specs/` | the shipped specs: the paper's tables and figures, and small CPU ones (digits, Fashion-MNIST) |
 """
 from .campaign import Campaign
 from .expected import expected_accuracy
+from .frontend import (describe_entry, entry_run, notebook_sweep, prepare_sweep, remaining_commands, sweep_results,
+                       sweep_report, train_entry, train_sweep)
 from .grids import interval_peers_grid, methods_seeds, temperature_sweep
 from .naming import CORE_PARAMS, METRICS, check_name
 from .spec import expand, load_spec, presets, write_plan
@@ -90,4 +95,13 @@ __all__ = [
     "check_name",
     "CORE_PARAMS",
     "METRICS",
+    "notebook_sweep",
+    "prepare_sweep",
+    "describe_entry",
+    "train_entry",
+    "train_sweep",
+    "entry_run",
+    "sweep_results",
+    "sweep_report",
+    "remaining_commands",
 ]

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 
 from ..analysis import results_table
+from ..config import Config
 from ..errors import ConfigError, RunError
 from ..runs import Run, load_soft_label_matrix, stage_number
 from ..training import Trainer
@@ -30,6 +32,7 @@ from .sweep import SWEEP_FILE, Sweep
 from .tables import ECE_METRICS, grid_table, methods_table, temperature_table, with_metrics
 
 STATES = ("done", "running", "pending", "failed")
+_OPTIONS = {f.name for f in fields(Config)}
 
 
 def one_line(e: BaseException) -> str:
@@ -266,9 +269,15 @@ class Campaign:
                                 scale=100, decimals=2)
             long = _with_paper(long, self.plan.get("paper"), by)
             return kind, long, grid_table(res, agg="mean ± std", scale=100, decimals=2)
-        by = [c for c in ("dataset", "model") if res[c].nunique() > 1] + ["label"]
+        by = [c for c in ("dataset", "model", *self.variant_axes()) if c in res and res[c].nunique() > 1] + ["label"]
         long = _with_paper(methods_table(res, by=by, scale=100, decimals=2), self.plan.get("paper"), by)
         return kind, long, long
+
+    def variant_axes(self) -> list[str]:
+        """The spec's grid axes that name no option (``data: [{label: cub200, data_root: ...}, ...]``): each is a
+        results column of its variants' labels, and the methods table keeps its values apart."""
+        grid = (self.plan.get("spec") or {}).get("grid") or {}
+        return [a for a in grid if a not in _OPTIONS and a not in ("interval", "label")]
 
     def _expected_table(self, res: pd.DataFrame) -> pd.DataFrame:
         parts = []

@@ -18,19 +18,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from ..errors import ConfigError
-from ..metrics import ECE_LABELS
-from ..training import Trainer, estimate_duration
 from .campaign import Campaign
-from .evidence import markdown_table
+from .frontend import _duration, estimate_config, sweep_results
 from .spec import TABLES, expand, load_spec, preset_summary, presets, write_plan
 from .submit import EXECUTORS, describe, queued_jobs, submit, submitted_jobs, wait_until_settled
-from .tables import ECE_METRICS, labelled
 
 EXIT_LATER = 75
 
@@ -47,7 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     pl.add_argument("--preset", metavar="NAME", help="a shipped spec instead of a file (see `colam sweep list`)")
     pl.add_argument("--out", required=True, metavar="ROOT", help="the sweep's folder (one run folder per entry)")
     pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="OPTION=VALUE",
-                    help="override an option of the spec's base for every entry (e.g. data_root=/data, device=cuda)")
+                    help="an option for every entry, over the spec's base, grid and runs (e.g. data_root=/data, "
+                         "device=cuda; model=resnet20 makes a model axis that one value); a spec value written "
+                         "{data_root}/x is filled with it")
     pl.add_argument("--replace", action="store_true", help="plan anew over a different plan in ROOT")
     pl.add_argument("--estimate", action="store_true",
                     help="also time a few batches of each distinct dataset/model on this machine")
@@ -109,17 +105,11 @@ def _measure(plan) -> list[str]:
     total, lines = 0.0, []
     for names in seen.values():
         cfg = plan.configs[names[0]]
-        if cfg.method == "fixed":  # its parent's labels do not exist yet; it trains like hl
-            cfg = cfg.replace(method="hl", fixed_targets=None)
-        tmp = tempfile.mkdtemp(prefix="colam-estimate-")
         try:
-            with Trainer(cfg, out=Path(tmp) / "run") as t:
-                est = estimate_duration(t)
+            est = estimate_config(cfg)
         except Exception as e:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
             lines.append(f"  {cfg.dataset}/{cfg.model}: not timed here ({' '.join(str(e).split())[:160]})")
             continue
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         seconds = sum(est["epoch_seconds"] * plan.configs[n].total_epochs for n in names)
         total += seconds
         lines.append(f"  {cfg.dataset}/{cfg.model} on {est['device']}: {est['epoch_seconds']:.1f} s per epoch, "
@@ -138,15 +128,13 @@ def cmd_list(args) -> int:
 
 def cmd_plan(args) -> int:
     spec, where = load_spec(args.spec, args.preset)
-    if args.overrides:
-        sets = {}
-        for o in args.overrides:
-            key, sep, value = o.partition("=")
-            if not sep:
-                raise ConfigError("set", o, "OPTION=VALUE")
-            sets[key.strip()] = value
-        spec = {**spec, "base": {**(spec.get("base") or {}), **sets}}
-    plan = expand(spec, args.out, source=where)
+    sets = {}
+    for o in args.overrides:
+        key, sep, value = o.partition("=")
+        if not sep:
+            raise ConfigError("set", o, "OPTION=VALUE")
+        sets[key.strip()] = value
+    plan = expand(spec, args.out, source=where, overrides=sets)
     path = write_plan(plan, args.out, replace=args.replace)
     print(f"planned {path}: {_cost_line(plan)}")
     if args.estimate:
@@ -204,70 +192,14 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _as_text(df, decimals: int = 2):
-    """Floats with ``decimals`` digits (percent tables: 2; the expected table's fractions: 4)."""
-    return df.map(lambda v: f"{v:.{decimals}f}" if isinstance(v, float) else v)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
-        f"{seconds / 3600:.1f} h"
-
-
-#: how the printed tables say which calibration is which (the labels of ``metrics.ECE_LABELS``)
-CALIBRATION = ("ECE softmax(z/T): of softmax(z / T), T the run's output temperature (COLAM and fixed: its T; "
-               "every other method: 1); ECE softmax(z): of softmax(z), the same for every method")
-
-
-def _brief(df):
-    """A table as printed: no separate mean / std columns, accuracy and the two ECEs labelled."""
-    df = df.drop(columns=[c for c in df.columns if c in ("mean", "std") or str(c).endswith(("_mean", "_std"))])
-    return labelled(df).rename(columns={"mean ± std": "test acc", "test_acc": "test acc"})
-
-
-def _ece_grids(long, display) -> list[tuple[str, object]]:
-    """The grid of each ECE (rows and columns as the accuracy grid's), from the long table's formatted cells."""
-    index, columns = display.index, display.columns
-    out = []
-    for m in ECE_METRICS:
-        if m not in long.columns:
-            continue
-        cells = {(r, c): v for r, c, v in zip(long[index.name], long[columns.name], long[m])}
-        grid = pd.DataFrame([[cells.get((r, c), "-") for c in columns] for r in index], index=index, columns=columns)
-        out.append((f"{ECE_LABELS[m]} (%): update interval t (rows) x peer samples k (columns), mean ± std over "
-                    "seeds", grid.reset_index()))
-    return out
-
-
 def cmd_results(args) -> int:
-    camp = Campaign(args.root)
-    kind, long, display = camp.table(args.table)
-    titles = {"methods": "test accuracy and ECE both ways (%), mean ± std over seeds; n = finished runs",
-              "grid": "test accuracy (%): update interval t (rows) x peer samples k (columns), mean ± std over seeds",
-              "temperature": "test accuracy and ECE both ways (%) per temperature T, mean ± std over seeds",
-              "expected": "expected accuracy (Fig. 1b): a fresh model trained on the frozen soft labels of stage K "
-                          "(accuracy and ECE both ways as fractions)"}
-    shown = _brief(display.reset_index() if kind == "grid" else display)
-    sections = [(titles[kind], shown)] + (_ece_grids(long, display) if kind == "grid" else [])
-    decimals = 4 if kind == "expected" else 2
-    print(f"{camp.root}: {titles[kind]}")
-    print(_as_text(shown, decimals).to_string(index=False))
-    for title, grid in sections[1:]:
-        print(f"{title}\n{_as_text(grid, decimals).to_string(index=False)}")
-    print(f"({CALIBRATION})")
-    if kind == "grid" and "paper" in long.columns:
-        print("beside the paper's numbers:\n" + _as_text(_brief(long)).to_string(index=False))
-    if kind != "expected" and "paper" not in long.columns:
-        print("(this spec gives no paper numbers, so there is no paper column)")
+    res = sweep_results(Campaign(args.root), args.table)
+    print(res.text)
     if args.csv:
-        labelled(long).to_csv(args.csv, index=False)
+        res.csv_table().to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     if args.markdown:
-        parts = []
-        for title, table in sections:
-            text = _as_text(table.astype(object), decimals)
-            parts.append(f"{title}\n\n" + markdown_table(text, {c: str(c) for c in text.columns}))
-        Path(args.markdown).write_text("\n\n".join(parts) + f"\n\n({CALIBRATION})\n")
+        Path(args.markdown).write_text(res.markdown())
         print(f"wrote {args.markdown}")
     return 0
 

@@ -15,8 +15,10 @@ plans 6 entries named ``hl_s0 ... colam_s2``. Every key:
     ``Config`` option (``method``, ``model``, ``T``, ``peer_samples``, ``stages``, ``epochs``, ``seed``, ...), or
     ``interval`` (epochs per stage ``t``: ``stages = epochs // t``, paper Fig. 4a), or any other name whose values
     are all variants. A *variant* is a mapping of options with a ``label`` (``{label: ls0.2, method: ls, ls_eps:
-    0.2}``): the label names it and becomes the results' ``label`` column; an option's axis may mix plain values
-    and variants (``method: [hl, ls, {label: colam, method: colam, stages: 4}]``).
+    0.2}``): the label names it; on an option's axis it becomes the results' ``label`` column, on any other axis a
+    column named after the axis (``data: [{label: cub200, data_root: ...}, ...]`` gives a ``data`` column, and the
+    tables keep its values apart); an option's axis may mix plain values and variants (``method: [hl, ls,
+    {label: colam, method: colam, stages: 4}]``).
 ``runs``
     more entries, ``{name: options}`` over ``base``.
 ``expected``
@@ -33,6 +35,13 @@ plans 6 entries named ``hl_s0 ... colam_s2``. Every key:
     the paper's numbers, shown beside ours: a list of ``{<the table's key columns>: value, test_acc: number}``.
 ``name``, ``description``, ``notes``
     free text.
+
+Overrides (``colam sweep plan --set OPTION=VALUE``, ``expand(..., overrides=)``) set an option for *every* entry:
+over the base, over the runs and variants that set it, and a grid axis of that option becomes that one value
+(``--set model=resnet20`` on a model x method x seed grid plans the methods x seeds of ResNet-20 only, named so).
+A string value written with ``{OPTION}`` (``data_root: "{data_root}/cub200"``) is filled with the base's value of
+that option after the overrides, so ``--set data_root=/data`` points such an entry at ``/data/cub200``; a template
+whose option the base leaves unset is refused, naming it.
 
 Entry names are the grid values joined by ``_``: ``method``, ``model``, ``dataset`` and variant labels as they
 are, ``seed`` as ``s0``, ``T`` as ``T1.5``, ``peer_samples`` as ``k10``, ``stages`` as ``m4``, ``interval`` as
@@ -145,7 +154,45 @@ def _part(axis: str, value: Any) -> str:
     return f"{axis}={text}"
 
 
-def _axes(grid: Any) -> list[tuple[str, list]]:
+_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and any(m.group(1) in _OPTIONS for m in _TEMPLATE.finditer(value))
+
+
+def _fill(option: str, value: Any, base: Mapping, entry: str) -> Any:
+    """``value`` with every ``{OPTION}`` replaced by the base's value of OPTION (unknown names are left as written)."""
+    if not _templated(value):
+        return value
+
+    def one(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in _OPTIONS:
+            return m.group(0)
+        if base.get(name) is None:
+            raise _in_run(ConfigError(option, value, f"a value whose {{{name}}} can be filled: give the spec's base "
+                                                     f"a {name} (plan with --set {name}=...)"), entry)
+        return str(base[name])
+    return _TEMPLATE.sub(one, value)
+
+
+def _over(values: Mapping, base: Mapping, overrides: Mapping, entry: str) -> dict:
+    """Options of a variant, a run or an expected block with the templates filled, then the overrides (an override
+    never replaces a value written as a template of it: that value follows the override)."""
+    out = {}
+    for k, v in values.items():
+        if _templated(v):
+            out[k] = _fill(k, v, base, entry)
+        else:
+            out[k] = overrides[k] if k in overrides else v
+    return out
+
+
+def _axes(grid: Any, base: Mapping | None = None, overrides: Mapping | None = None) -> list[tuple[str, list]]:
+    """The grid's axes, with the overrides applied: an overridden option's axis becomes that one value, a variant's
+    overridden option takes the override, templated values are filled from ``base``."""
+    base, overrides = base or {}, overrides or {}
     if grid is None:
         return []
     if not isinstance(grid, Mapping):
@@ -159,6 +206,15 @@ def _axes(grid: Any) -> list[tuple[str, list]]:
                 raise ConfigError(f"grid.{axis}", dict(v), "a mapping of options with a label: NAME")
         if not all(isinstance(v, Mapping) for v in values) and axis not in _OPTIONS and axis != "interval":
             coerce_params({axis: values[0]})  # unknown option: names the closest one
+        if axis == "interval" and "stages" in overrides:
+            raise ConfigError("stages", overrides["stages"], "no override of stages in a spec whose grid has an "
+                                                             "interval axis (the interval sets the stages)")
+        if axis in overrides:
+            values = [overrides[axis]]
+        else:
+            values = [{**_over({k: x for k, x in v.items() if k != "label"}, base, overrides, str(v["label"])),
+                       "label": v["label"]} if isinstance(v, Mapping) else _fill(axis, v, base, f"grid.{axis}")
+                      for v in values]
         axes.append((axis, values))
     return axes
 
@@ -170,7 +226,7 @@ def _cell(base: dict, cell: list[tuple[str, Any]], name: str) -> tuple[dict, dic
         if isinstance(value, Mapping):
             variant = {k: v for k, v in value.items() if k != "label"}
             opts.update(_options(variant, name, f"grid.{axis}"))
-            tags["label"] = value["label"]
+            tags["label" if axis in _OPTIONS else axis] = value["label"]
         elif axis == "interval":
             interval = value
         else:
@@ -211,7 +267,8 @@ def _add(entries: list[tuple[str, Config]], name: str, cfg: Config) -> None:
     entries.append((name, cfg))
 
 
-def _expected(spec_exp: Any, entries: list[tuple[str, Config]], root: Path) -> list[tuple[str, Config, dict]]:
+def _expected(spec_exp: Any, entries: list[tuple[str, Config]], root: Path, base: Mapping | None = None,
+              overrides: Mapping | None = None) -> list[tuple[str, Config, dict]]:
     """The Fig. 1b entries: (name, Config, dependency)."""
     if spec_exp is None:
         return []
@@ -241,10 +298,13 @@ def _expected(spec_exp: Any, entries: list[tuple[str, Config]], root: Path) -> l
             if not isinstance(stages, list) or not stages or any(s not in learned for s in stages):
                 raise _in_run(ConfigError("expected.stages", stages, f"stages whose soft labels entry {p!r} learns: "
                                                                      f"{learned or 'none (it has one stage)'}"), p)
-            overrides = _options(block.get("options"), f"{p}.expected", "expected.options")
+            options = block.get("options")
+            if isinstance(options, Mapping):
+                options = _over(options, base or {}, overrides or {}, f"{p}.expected")
+            options = _options(options, f"{p}.expected", "expected.options")
             keys = [stage_key(s) for s in stages]
             try:
-                made = expected_configs(parent, root.resolve() / p, keys, include_hard=hard, **overrides)
+                made = expected_configs(parent, root.resolve() / p, keys, include_hard=hard, **options)
             except ConfigError as e:
                 raise _in_run(e, f"{p}.expected") from None
             for key, cfg in made.items():
@@ -285,15 +345,21 @@ def _default_table(spec: dict, configs: dict[str, Config], depends: dict) -> str
     return "methods"
 
 
-def expand(spec: dict, root: str | Path, source: str = "spec") -> Plan:
-    """The entries of ``spec`` (see the module docstring), validated; raises ``ConfigError`` on the first bad one."""
+def expand(spec: dict, root: str | Path, source: str = "spec", overrides: Mapping[str, Any] | None = None) -> Plan:
+    """The entries of ``spec`` (see the module docstring), validated; raises ``ConfigError`` on the first bad one.
+
+    ``overrides``: options for every entry (``colam sweep plan --set``; strings are parsed as the CLI parses them),
+    over the base, the grid, the runs and the expected blocks (see the module docstring)."""
     root = Path(root)
     unknown = [k for k in spec if k not in SPEC_KEYS]
     if unknown:
         raise ConfigError(unknown[0], spec[unknown[0]], "a spec key: " + ", ".join(SPEC_KEYS))
-    base = _options(spec.get("base"), "base", "base")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError("set", overrides, "a mapping of option -> value (OPTION=VALUE)")
+    sets = coerce_params(dict(overrides or {}))
+    base = {**_options(spec.get("base"), "base", "base"), **sets}
     entries: list[tuple[str, Config]] = []
-    axes = _axes(spec.get("grid"))
+    axes = _axes(spec.get("grid"), base, sets)
     for cell in itertools.product(*[[(a, v) for v in vals] for a, vals in axes]) if axes else []:
         name = "_".join(_part(a, v) for a, v in cell)
         name = re.sub(r"[^A-Za-z0-9._+=-]", "-", name)
@@ -303,6 +369,8 @@ def expand(spec: dict, root: str | Path, source: str = "spec") -> Plan:
     if not isinstance(runs, Mapping):
         raise ConfigError("runs", runs, "a mapping of entry name -> options")
     for name, opts in runs.items():
+        if isinstance(opts, Mapping):
+            opts = _over(opts, base, sets, str(name))
         _add(entries, str(name), _config({**base, **_options(opts, str(name), "runs")}, {}, str(name)))
     if not entries:
         _add(entries, str(spec.get("name") or "run"), _config(base, {}, "run"))
@@ -314,7 +382,7 @@ def expand(spec: dict, root: str | Path, source: str = "spec") -> Plan:
         (later if dep else first).append((name, cfg))
         if dep:
             depends[name] = dep
-    for name, cfg, dep in _expected(spec.get("expected"), entries, root):
+    for name, cfg, dep in _expected(spec.get("expected"), entries, root, base, sets):
         _add(first + later, name, cfg)
         later.append((name, cfg))
         if dep:
@@ -329,11 +397,35 @@ def expand(spec: dict, root: str | Path, source: str = "spec") -> Plan:
     Sweep(root, configs)  # Config.validate for every entry, the same code as `colam train`
     meta = {"name": spec.get("name"), "description": spec.get("description"), "source": source,
             "table": table or _default_table(spec, configs, depends), "paper": paper or [],
-            "spec": json.loads(json.dumps(spec, default=str))}
+            "overrides": json.loads(json.dumps(sets, default=str)), "spec": json.loads(json.dumps(spec, default=str))}
     return Plan(configs, depends, meta)
 
 
 # ----------------------------------------------------------------------------- writing the plan
+def plan_difference(plan: Plan, root: str | Path) -> str | None:
+    """How the plan in ``ROOT/sweep.json`` differs from ``plan`` (``entry 'x' differs: model 'a' there, 'b' here``),
+    or None when ROOT holds no plan or this very one. Reads only."""
+    p = Path(root) / SWEEP_FILE
+    if not p.is_file():
+        return None
+    try:
+        theirs = json.loads(p.read_text()).get("runs") or {}
+    except (OSError, ValueError, AttributeError):
+        theirs = {}
+    configs = {n: (c if c.name else c.replace(name=n)) for n, c in plan.configs.items()}  # as Sweep names them
+    ours = json.loads(json.dumps({n: c.to_dict() for n, c in configs.items()}, default=str))
+    if theirs == ours:
+        return None
+    missing, extra = [n for n in ours if n not in theirs], [n for n in theirs if n not in ours]
+    if missing or extra:
+        return (f"{len(theirs)} entries there, {len(ours)} here; entry {(missing or extra)[0]!r} is "
+                f"{'not there' if missing else 'not in this plan'}")
+    name = next(n for n in ours if theirs[n] != ours[n])
+    keys = [k for k in ours[name] if theirs[name].get(k) != ours[name][k]] or sorted(set(theirs[name]) - set(ours[name]))
+    k = keys[0]
+    return f"entry {name!r} differs: {k} {theirs[name].get(k)!r} there, {ours[name].get(k)!r} here"
+
+
 def write_plan(plan: Plan, root: str | Path, replace: bool = False) -> Path:
     """Write ``ROOT/sweep.json``. A root that already holds a different plan is refused unless ``replace``
     (run folders that hold another configuration are refused either way, before anything is written)."""
@@ -342,21 +434,14 @@ def write_plan(plan: Plan, root: str | Path, replace: bool = False) -> Path:
         raise RunError(f"--out {root} exists and is not a folder")
     sweep = Sweep(root, plan.configs).check()
     p = root / SWEEP_FILE
-    if p.is_file() and not replace:
-        try:
-            old = json.loads(p.read_text())
-        except (OSError, ValueError):
-            old = {}
-        ours = json.loads(json.dumps({n: c.to_dict() for n, c in sweep.configs.items()}, default=str))
-        if old.get("runs") != ours:
-            theirs = old.get("runs") or {}
-            diff = sorted(set(theirs) ^ set(ours)) or [n for n in ours if theirs.get(n) != ours[n]]
-            raise RunError(f"{root} already holds a different plan (entry {diff[0]!r} differs); nothing was "
-                           "written: choose another --out, or pass --replace to plan it anew")
+    diff = None if replace else plan_difference(plan, root)
+    if diff:
+        raise RunError(f"{root} already holds a different plan ({diff}); nothing was written: choose another "
+                       "--out, or pass --replace to plan it anew")
     data = {"format": 1, "runs": {n: c.to_dict() for n, c in sweep.configs.items()},
             "plan": {**plan.meta, "depends": plan.depends, "order": list(plan.configs), "created": time.time()}}
     atomic_write_text(p, json.dumps(data, indent=2, default=str))
     return p
 
 
-__all__ = ["Plan", "expand", "write_plan", "load_spec", "presets", "preset_summary", "TABLES", "SPECS_DIR"]
+__all__ = ["Plan", "expand", "write_plan", "plan_difference", "load_spec", "presets", "preset_summary", "TABLES", "SPECS_DIR"]
