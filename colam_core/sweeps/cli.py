@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .campaign import Campaign
-from .frontend import _duration, estimate_config, sweep_results
+from .frontend import duration_text, estimate_config, sweep_results
 from .spec import TABLES, expand, load_spec, preset_summary, presets, write_plan
 from .submit import EXECUTORS, describe, queued_jobs, submit, submitted_jobs, wait_until_settled
 
@@ -113,8 +113,8 @@ def _measure(plan) -> list[str]:
         seconds = sum(est["epoch_seconds"] * plan.configs[n].total_epochs for n in names)
         total += seconds
         lines.append(f"  {cfg.dataset}/{cfg.model} on {est['device']}: {est['epoch_seconds']:.1f} s per epoch, "
-                     f"{len(names)} runs, about {_duration(seconds)}")
-    lines.append(f"  in all about {_duration(total)} on one such device (divide by the tasks running at once)")
+                     f"{len(names)} runs, about {duration_text(seconds)}")
+    lines.append(f"  in all about {duration_text(total)} on one such device (divide by the tasks running at once)")
     return lines
 
 

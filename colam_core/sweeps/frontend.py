@@ -230,7 +230,7 @@ def describe_entry(camp: Campaign, name: str, estimate: bool = True, quick_hint:
                                                                  ("test_ece_T1", "ECE at T = 1"))
                    if isinstance(summary.get(k), (int, float))]
         seconds = summary.get("train_seconds")
-        lines.append("  " + ", ".join(metrics) + (f"; trained in {_duration(seconds)}"
+        lines.append("  " + ", ".join(metrics) + (f"; trained in {duration_text(seconds)}"
                                                   if isinstance(seconds, (int, float)) else ""))
     if estimate and state != "done":
         try:
@@ -240,7 +240,7 @@ def describe_entry(camp: Campaign, name: str, estimate: bool = True, quick_hint:
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
 
